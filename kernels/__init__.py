@@ -1,0 +1,17 @@
+"""fastvit's Triton kernels: flash attention, fused residual-add + LayerNorm, fused patch embedding.
+
+This package stands alone (it never imports ``fastvit``). Every public function is differentiable
+and runs on CUDA tensors, or on CPU tensors through Triton's interpreter (TRITON_INTERPRET=1 set
+before triton is imported). Importing it touches no GPU.
+"""
+from kernels._common import interpreter_enabled, runnable_on
+from kernels.flash_attention import flash_attention, attention_ref
+from kernels.layer_norm import layer_norm, add_layer_norm, layer_norm_ref, add_layer_norm_ref
+from kernels.patch_embed import patch_embed, patch_embed_ref
+
+__all__ = [
+    "flash_attention", "attention_ref",
+    "layer_norm", "add_layer_norm", "layer_norm_ref", "add_layer_norm_ref",
+    "patch_embed", "patch_embed_ref",
+    "interpreter_enabled", "runnable_on",
+]

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Creates or refreshes the project's virtual environment and installs fastvit into it.
+#
+#   scripts/setup_venv.sh VENV EXTRAS
+#
+# torch is installed before the project so that pip never swaps it:
+#   - a torch already in the venv is kept (CPU or CUDA build alike);
+#   - on a machine with an NVIDIA GPU, the normal (CUDA) build is installed;
+#   - otherwise the CPU build, torch==$FASTVIT_CPU_TORCH (default 2.13.0), is installed. Extra
+#     pip arguments for it (an index that serves CPU wheels, say) go in $FASTVIT_TORCH_PIP_ARGS.
+set -euo pipefail
+venv=${1:-.venv}
+extras=${2:-test}
+python=${PYTHON:-python3}
+
+if [ ! -x "$venv/bin/python" ]; then
+    echo "[setup] creating $venv"
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+fi
+pip=("$venv/bin/python" -m pip install -q)
+
+if "$venv/bin/python" -c "import torch" 2>/dev/null; then
+    echo "[setup] keeping torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)')"
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "[setup] NVIDIA GPU found: installing the CUDA build of torch"
+    "${pip[@]}" "torch>=2.10"
+else
+    echo "[setup] no NVIDIA GPU: installing the CPU build torch==${FASTVIT_CPU_TORCH:-2.13.0}"
+    # shellcheck disable=SC2086
+    "${pip[@]}" ${FASTVIT_TORCH_PIP_ARGS:-} "torch==${FASTVIT_CPU_TORCH:-2.13.0}"
+fi
+
+echo "[setup] installing fastvit[$extras] (editable)"
+"${pip[@]}" -e ".[$extras]"
