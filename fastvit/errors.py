@@ -1,0 +1,33 @@
+"""Typed errors. Each message names the problem: shape, dtype, device, backend, resolution, key."""
+
+
+class FastViTError(Exception):
+    """Base class of every error fastvit raises on bad input."""
+
+
+class ShapeError(FastViTError, ValueError):
+    """A tensor has the wrong rank or size (channels, head dim, q/k/v mismatch)."""
+
+
+class ResolutionError(ShapeError):
+    """An image size is not divisible by the patch size, or differs from the model's."""
+
+
+class DTypeError(FastViTError, TypeError):
+    """A tensor has a dtype the operation cannot take."""
+
+
+class DeviceError(FastViTError, ValueError):
+    """Tensors sit on different devices, or on one the operation cannot use."""
+
+
+class BackendError(FastViTError, ValueError):
+    """A backend name is unknown, or the backend cannot run on the given inputs."""
+
+
+class UnknownModelError(FastViTError, ValueError):
+    """No preset has that name."""
+
+
+class CheckpointError(FastViTError, ValueError):
+    """A checkpoint's keys or shapes do not match the model."""
