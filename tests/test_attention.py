@@ -1,0 +1,81 @@
+"""Every registered attention backend against a float64 reference: output and dq, dk, dv.
+
+The reference is the naive attention in float64. In fp32 the tolerance is tight; in fp16/bf16 a
+backend may be at most twice as far from the reference as PyTorch's math SDPA in the same precision
+(fastvit.testing). Backends that cannot run here are skipped with their reason (pytest -rs).
+"""
+import pytest
+import torch
+
+import fastvit
+from fastvit.attention.naive import naive_attention
+from fastvit.testing import assert_close, is_low_precision
+from conftest import DEVICES
+
+DTYPES = {"cpu": [torch.float32, torch.bfloat16], "cuda": [torch.float32, torch.float16, torch.bfloat16]}
+CASES = [  # (B, H, N, D): N = 1, ViT-B/16 at 224 px (197) and 384 px (577); D not a power of two (80)
+    (2, 3, 1, 64),
+    (2, 3, 197, 64),
+    (1, 2, 197, 32),
+    (2, 2, 197, 80),
+    (1, 2, 577, 64),
+]
+# Triton runs through the interpreter on CPU, which is slow: its CPU coverage of larger shapes
+# lives in tests/test_flash_attention.py.
+INTERPRETER_CASES = {(2, 3, 1, 64), (1, 2, 197, 32), (2, 2, 197, 80)}
+
+
+def _params():
+    for device in DEVICES:
+        for dtype in DTYPES[device]:
+            for case in CASES:
+                yield pytest.param(device, dtype, case, id=f"{device}-{str(dtype)[6:]}-{'x'.join(map(str, case))}")
+
+
+def _run(backend, q, k, v, grad_out):
+    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    out = fastvit.attention(q, k, v, backend=backend)
+    out.backward(grad_out.to(out.dtype))
+    return out.detach(), q.grad, k.grad, v.grad
+
+
+@pytest.mark.parametrize("backend", fastvit.ATTENTION.names())
+@pytest.mark.parametrize("device,dtype,case", list(_params()))
+def test_backend_matches_float64_reference(backend, device, dtype, case):
+    B, H, N, D = case
+    ok, reason = fastvit.ATTENTION.availability(backend, device, dtype, head_dim=D)
+    if not ok:
+        pytest.skip(f"{backend} on {device}/{dtype}: {reason}")
+    if backend == "triton" and device == "cpu" and case not in INTERPRETER_CASES:
+        pytest.skip("triton on CPU runs through Triton's slow interpreter; larger shapes are in test_flash_attention.py")
+    gen = torch.Generator(device).manual_seed(0)
+    q, k, v, grad_out = (torch.randn(B, H, N, D, device=device, generator=gen) for _ in range(4))
+    outs = _run(backend, *(t.to(dtype) for t in (q, k, v)), grad_out)
+    refs = _run("naive", *(t.double() for t in (q, k, v)), grad_out)
+    baselines = [None] * 4
+    if is_low_precision(dtype):  # PyTorch's own math attention in the same precision
+        baselines = _run("sdpa-math", *(t.to(dtype) for t in (q, k, v)), grad_out)
+    for name, out, ref, base in zip(("out", "dq", "dk", "dv"), outs, refs, baselines):
+        assert out.dtype == dtype, f"{name} came back as {out.dtype}, not {dtype}"
+        assert_close(out, ref, baseline=base, dtype=dtype, name=f"{backend} {name}")
+
+
+def test_reference_is_materialized_softmax():
+    q, k, v = (torch.randn(1, 2, 5, 8, dtype=torch.float64) for _ in range(3))
+    scores = torch.einsum("bhnd,bhmd->bhnm", q, k) / 8 ** 0.5
+    expected = torch.einsum("bhnm,bhmd->bhnd", scores.softmax(-1), v)
+    torch.testing.assert_close(naive_attention(q, k, v), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["naive", "sdpa", "sdpa-math"])
+def test_custom_scale_is_honoured(backend):
+    q, k, v = (torch.randn(1, 2, 7, 16) for _ in range(3))
+    ref = naive_attention(q.double(), k.double(), v.double(), scale=0.5)
+    assert_close(fastvit.attention(q, k, v, backend=backend, scale=0.5), ref, name=backend)
+
+
+def test_sdpa_reports_the_kernel_it_picks():
+    from fastvit.attention.sdpa import PINNED, sdpa_kernel_choice
+
+    q = torch.randn(1, 2, 197, 64)
+    assert sdpa_kernel_choice(q, q, q) in PINNED
