@@ -166,7 +166,9 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, E))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, E))
         self.pos_drop = nn.Dropout(cfg.pos_drop_rate)
-        rates = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
+        # stochastic-depth rates rising linearly over the blocks (plain floats: no tensor, so the model
+        # can also be built on the meta device)
+        rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.blocks = nn.ModuleList(Block(cfg, rates[i]) for i in range(cfg.depth))
         self.norm = LayerNorm(E, cfg.norm_eps, cfg.norm_backend)
         self.head_drop = nn.Dropout(cfg.drop_rate)
@@ -180,7 +182,8 @@ class VisionTransformer(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
