@@ -1,0 +1,377 @@
+"""Fused ViT patch embedding in Triton: patchify + GEMM + bias + CLS token + position embedding.
+
+``patch_embed(images, weight, bias, pos_embed, cls_token)`` computes what timm's
+``Conv2d(stride=P) -> flatten(2).transpose(1, 2) -> cat(cls) -> + pos_embed`` computes, in one kernel
+that writes the (B, 1 + N, E) tokens once:
+
+* Patchify by strided gathers: output row ``m`` is token ``t = m % (1 + N)`` of image
+  ``b = m // (1 + N)``; token ``t >= 1`` is patch ``(i, j) = divmod(t - 1, Nw)``, and reduction index
+  ``k = (c, p1, p2)`` (K = C * P * P, the Conv2d weight's own order) reads
+  ``images[b, c, i * P + p1, j * P + p2]`` straight from the image through its strides -- no unfold
+  copy, any image strides (a crop view works).
+* A tl.dot GEMM tiled over (B * (1 + N) rows, E cols) with K in BLOCK_K steps, masked tails (K = 768
+  for C=3 P=16, 588 for P=14, 3 for C=1 P=1), fp32 accumulation; fp32 inputs use
+  ``input_precision="ieee"`` (true fp32, not TF32).
+* Epilogue: ``+ pos_embed[0, t]`` for every row, ``+ bias`` for patch rows, ``+ cls_token`` for the
+  CLS rows (t = 0), whose GEMM operand is masked to zero: the CLS rows come out of the same kernel
+  and the output is written in one contiguous sweep.
+
+Backward (``PatchEmbedFn``), with dT = dtokens[:, 1:] viewed as (B * N, E):
+
+* Triton: ``d_weight = dT^T @ patches`` (``_patch_embed_bwd_dweight_kernel``, patches gathered from
+  the image as in the forward; the B * N reduction is split into row ranges whose fp32 partials
+  are summed by torch in a fixed order -- deterministic, no atomics) and
+  ``d_images = dT @ W`` scattered back into image layout (``_patch_embed_bwd_dimages_kernel``; patches
+  do not overlap, so every pixel is written by exactly one program: no atomics).
+* torch reductions: ``d_bias = dT.sum`` over tokens and batch, ``d_pos_embed = dtokens.sum(0)``,
+  ``d_cls_token = dtokens[:, 0].sum(0)`` (all in fp32, cast to the parameter dtype).
+
+Dtypes: fp16, bf16 or fp32, one dtype for all inputs, fp32 accumulation, output in that dtype.
+Known limits: square patches with stride = patch size (ViT's), images whose sides divide by P,
+pos_embed already at the image's grid (no interpolation here). Verified on CPU through Triton's
+interpreter in fp32 and fp16; bf16 only on GPU (the interpreter computes bf16 tl.dot wrongly), and no
+GPU performance numbers are claimed.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from kernels._common import check_inputs, interpreter_enabled
+
+
+# ------------------------------------------------------------------------------------------------
+# Triton kernels
+# ------------------------------------------------------------------------------------------------
+@triton.jit
+def _patch_embed_fwd_kernel(
+    Img,  # (B, C, Hi, Wi) images, any strides
+    W,  # (E, C, P, P) Conv2d weight, any strides
+    Bias,  # (E,) bias, contiguous (read only when HAS_BIAS)
+    Pos,  # (1, 1 + N, E) position embedding, any strides
+    Cls,  # (1, 1, E) CLS token, any strides
+    Out,  # (B, 1 + N, E) tokens, contiguous
+    stride_ib, stride_ic, stride_ih, stride_iw,
+    stride_we, stride_wc, stride_wh, stride_ww,
+    stride_pn, stride_pe,
+    stride_ce,
+    stride_ob, stride_on, stride_oe,
+    B, N, Nw, E, K,
+    P: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    T = N + 1
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output rows over B * (1 + N)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # embedding columns
+    mask_m = rows < B * T
+    mask_e = cols < E
+    b = (rows // T).to(tl.int64)
+    t = rows % T
+    is_patch = mask_m & (t > 0)
+    patch = tl.where(t > 0, t - 1, 0)
+    pi = patch // Nw
+    pj = patch % Nw
+    row_off = b * stride_ib + (pi * P) * stride_ih + (pj * P) * stride_iw  # top-left pixel of the patch
+    offs_k = tl.arange(0, BLOCK_K)
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + offs_k
+        mask_k = k < K
+        c = k // (P * P)
+        p1 = (k // P) % P
+        p2 = k % P
+        a = tl.load(Img + row_off[:, None] + (c * stride_ic + p1 * stride_ih + p2 * stride_iw)[None, :],
+                    mask=is_patch[:, None] & mask_k[None, :], other=0.0)  # (BLOCK_M, BLOCK_K)
+        w = tl.load(W + cols[None, :] * stride_we + (c * stride_wc + p1 * stride_wh + p2 * stride_ww)[:, None],
+                    mask=mask_k[:, None] & mask_e[None, :], other=0.0)  # (BLOCK_K, BLOCK_N) = W^T tile
+        if IEEE:
+            acc += tl.dot(a, w, input_precision="ieee")
+        else:
+            acc += tl.dot(a, w)
+
+    mask = mask_m[:, None] & mask_e[None, :]
+    pos = tl.load(Pos + t[:, None] * stride_pn + cols[None, :] * stride_pe, mask=mask, other=0.0)
+    acc += pos.to(tl.float32)
+    cls = tl.load(Cls + cols * stride_ce, mask=mask_e, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(Bias + cols, mask=mask_e, other=0.0).to(tl.float32)
+        acc += tl.where((t > 0)[:, None], bias[None, :], cls[None, :])
+    else:
+        acc += tl.where((t > 0)[:, None], 0.0, cls[None, :])
+    out_ptrs = Out + b[:, None] * stride_ob + t[:, None] * stride_on + cols[None, :] * stride_oe
+    tl.store(out_ptrs, acc.to(Out.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _patch_embed_bwd_dweight_kernel(
+    Img,  # (B, C, Hi, Wi) images, any strides
+    DOut,  # (B, 1 + N, E) gradient of the tokens, any strides (row 0, the CLS row, is skipped)
+    DWPart,  # (SPLIT, E, K) fp32 partial weight gradients, contiguous: one slice per row split
+    stride_ib, stride_ic, stride_ih, stride_iw,
+    stride_db, stride_dn, stride_de,
+    B, N, Nw, E, K, rows_per_split,
+    P: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
+):
+    """DWPart[s, e, k] = sum over the patch rows r of split s of dT[r, e] * patches[r, k]."""
+    pid_e = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    offs_e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
+    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask_e = offs_e < E
+    mask_k = offs_k < K
+    c = offs_k // (P * P)
+    p1 = (offs_k // P) % P
+    p2 = offs_k % P
+    k_off = c * stride_ic + p1 * stride_ih + p2 * stride_iw
+    acc = tl.zeros([BLOCK_E, BLOCK_K], dtype=tl.float32)
+    row_begin = pid_s * rows_per_split
+    row_end = tl.minimum(row_begin + rows_per_split, B * N)
+    for r0 in range(row_begin, row_end, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        mask_r = r < row_end
+        b = (r // N).to(tl.int64)
+        n = r % N
+        row_off = b * stride_ib + ((n // Nw) * P) * stride_ih + ((n % Nw) * P) * stride_iw
+        a = tl.load(Img + row_off[:, None] + k_off[None, :], mask=mask_r[:, None] & mask_k[None, :],
+                    other=0.0)  # (BLOCK_R, BLOCK_K) patches
+        dt = tl.load(DOut + b[None, :] * stride_db + (n + 1)[None, :] * stride_dn + offs_e[:, None] * stride_de,
+                     mask=mask_e[:, None] & mask_r[None, :], other=0.0)  # (BLOCK_E, BLOCK_R) = dT^T tile
+        if IEEE:
+            acc += tl.dot(dt, a, input_precision="ieee")
+        else:
+            acc += tl.dot(dt, a)
+    part = DWPart + pid_s.to(tl.int64) * E * K
+    tl.store(part + offs_e[:, None] * K + offs_k[None, :], acc, mask=mask_e[:, None] & mask_k[None, :])
+
+
+@triton.jit
+def _patch_embed_bwd_dimages_kernel(
+    DOut,  # (B, 1 + N, E) gradient of the tokens, any strides (row 0, the CLS row, is skipped)
+    W,  # (E, C, P, P) Conv2d weight, any strides
+    DImg,  # (B, C, Hi, Wi) image gradient, contiguous
+    stride_db, stride_dn, stride_de,
+    stride_we, stride_wc, stride_wh, stride_ww,
+    stride_gb, stride_gc, stride_gh, stride_gw,
+    B, N, Nw, E, K,
+    P: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
+):
+    """d_images[patch r, k] = sum over e of dT[r, e] * W[e, k], scattered to the patch's pixels."""
+    pid_m = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    r = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask_r = r < B * N
+    mask_k = offs_k < K
+    b = (r // N).to(tl.int64)
+    n = r % N
+    c = offs_k // (P * P)
+    p1 = (offs_k // P) % P
+    p2 = offs_k % P
+    w_k = c * stride_wc + p1 * stride_wh + p2 * stride_ww
+    acc = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
+    for e0 in range(0, E, BLOCK_E):
+        e = e0 + tl.arange(0, BLOCK_E)
+        mask_e = e < E
+        dt = tl.load(DOut + b[:, None] * stride_db + (n + 1)[:, None] * stride_dn + e[None, :] * stride_de,
+                     mask=mask_r[:, None] & mask_e[None, :], other=0.0)  # (BLOCK_M, BLOCK_E)
+        w = tl.load(W + e[:, None] * stride_we + w_k[None, :],
+                    mask=mask_e[:, None] & mask_k[None, :], other=0.0)  # (BLOCK_E, BLOCK_K)
+        if IEEE:
+            acc += tl.dot(dt, w, input_precision="ieee")
+        else:
+            acc += tl.dot(dt, w)
+    row_off = b * stride_gb + ((n // Nw) * P) * stride_gh + ((n % Nw) * P) * stride_gw
+    k_off = c * stride_gc + p1 * stride_gh + p2 * stride_gw
+    tl.store(DImg + row_off[:, None] + k_off[None, :], acc.to(DImg.dtype.element_ty),
+             mask=mask_r[:, None] & mask_k[None, :])
+
+
+# ------------------------------------------------------------------------------------------------
+# Block sizes: autotuned on GPU, one small fixed configuration under the interpreter
+# ------------------------------------------------------------------------------------------------
+_INTERPRET = interpreter_enabled()
+_INTERPRETER_META = {
+    "fwd": dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=32),
+    "dweight": dict(BLOCK_E=32, BLOCK_K=32, BLOCK_R=32),
+    "dimages": dict(BLOCK_M=32, BLOCK_K=32, BLOCK_E=32),
+}
+
+
+def _gpu_configs(names, tiles):
+    return [triton.Config(dict(zip(names, tile)), num_warps=w, num_stages=s)
+            for tile in tiles for w in (4, 8) for s in (3, 4)]
+
+
+if _INTERPRET:
+    _fwd_kernel = _patch_embed_fwd_kernel
+    _dweight_kernel = _patch_embed_bwd_dweight_kernel
+    _dimages_kernel = _patch_embed_bwd_dimages_kernel
+else:
+    _TILES = [(64, 64, 32), (128, 64, 32), (64, 128, 32), (128, 128, 32), (128, 128, 64)]
+    _fwd_kernel = triton.autotune(_gpu_configs(("BLOCK_M", "BLOCK_N", "BLOCK_K"), _TILES),
+                                  key=["N", "E", "K", "P", "IEEE"])(_patch_embed_fwd_kernel)
+    _dweight_kernel = triton.autotune(_gpu_configs(("BLOCK_E", "BLOCK_K", "BLOCK_R"), _TILES),
+                                      key=["N", "E", "K", "P", "IEEE"])(_patch_embed_bwd_dweight_kernel)
+    _dimages_kernel = triton.autotune(_gpu_configs(("BLOCK_M", "BLOCK_K", "BLOCK_E"), _TILES),
+                                      key=["N", "E", "K", "P", "IEEE"])(_patch_embed_bwd_dimages_kernel)
+
+
+# Rows of the d_weight reduction per program (the split over B * N). Under the interpreter it is not a
+# multiple of BLOCK_R, so the tests run splits that end mid-block.
+_ROWS_PER_SPLIT = 48 if _INTERPRET else 4096
+
+
+def _meta(kind: str) -> dict:
+    return dict(_INTERPRETER_META[kind]) if _INTERPRET else {}
+
+
+# ------------------------------------------------------------------------------------------------
+# Launchers
+# ------------------------------------------------------------------------------------------------
+def _validate(images, weight, bias, pos_embed, cls_token) -> tuple[int, int, int]:
+    """Checks every input; returns (N, Nw, P)."""
+    tensors = {"images": images, "weight": weight, "pos_embed": pos_embed, "cls_token": cls_token}
+    if bias is not None:
+        tensors["bias"] = bias
+    check_inputs("patch_embed", tensors)
+    for name, t in tensors.items():
+        if t.dtype != images.dtype:
+            raise TypeError(f"patch_embed: {name} dtype {t.dtype} differs from images dtype {images.dtype}; "
+                            "pass all inputs in one dtype")
+    if images.dim() != 4:
+        raise ValueError(f"patch_embed: images must be 4-D (B, C, H, W), got shape {tuple(images.shape)}")
+    if weight.dim() != 4:
+        raise ValueError("patch_embed: weight must be 4-D (E, C, P, P) (Conv2d layout), "
+                         f"got shape {tuple(weight.shape)}")
+    E, Cw, P, P2 = weight.shape
+    if P != P2 or P < 1:
+        raise ValueError(f"patch_embed: weight must hold square patches (E, C, P, P), got shape {tuple(weight.shape)}")
+    B, C, Hi, Wi = images.shape
+    if C != Cw:
+        raise ValueError(f"patch_embed: images have {C} channels but weight expects {Cw}")
+    if Hi % P or Wi % P:
+        raise ValueError(f"patch_embed: image size {Hi}x{Wi} is not divisible by the patch size {P}")
+    Nh, Nw = Hi // P, Wi // P
+    N = Nh * Nw
+    if bias is not None and tuple(bias.shape) != (E,):
+        raise ValueError(f"patch_embed: bias must have shape ({E},), got {tuple(bias.shape)}")
+    if pos_embed.dim() != 3 or pos_embed.shape[0] != 1 or pos_embed.shape[2] != E:
+        raise ValueError(f"patch_embed: pos_embed must have shape (1, 1 + N, {E}), got {tuple(pos_embed.shape)}")
+    if pos_embed.shape[1] != 1 + N:
+        raise ValueError(f"patch_embed: pos_embed has {pos_embed.shape[1]} tokens but a {Nh}x{Nw} patch grid "
+                         f"needs 1 + {N} = {1 + N}; interpolate it to the grid first")
+    if tuple(cls_token.shape) != (1, 1, E):
+        raise ValueError(f"patch_embed: cls_token must have shape (1, 1, {E}), got {tuple(cls_token.shape)}")
+    return N, Nw, P
+
+
+def _patch_embed_fwd(images, weight, bias, pos_embed, cls_token, N: int, Nw: int, P: int):
+    B = images.shape[0]
+    E = weight.shape[0]
+    K = weight.shape[1] * P * P
+    out = torch.empty((B, 1 + N, E), device=images.device, dtype=images.dtype)
+    if out.numel() == 0:
+        return out
+    bias_c = bias.contiguous() if bias is not None else out  # dummy pointer when HAS_BIAS=False
+    grid = lambda meta: (triton.cdiv(B * (1 + N), meta["BLOCK_M"]), triton.cdiv(E, meta["BLOCK_N"]))  # noqa: E731
+    _fwd_kernel[grid](
+        images, weight, bias_c, pos_embed, cls_token, out,
+        *images.stride(), *weight.stride(), pos_embed.stride(1), pos_embed.stride(2), cls_token.stride(2),
+        *out.stride(), B, N, Nw, E, K,
+        P=P, HAS_BIAS=bias is not None, IEEE=images.dtype == torch.float32, **_meta("fwd"),
+    )
+    return out
+
+
+def _patch_embed_bwd(dout, images, weight, N: int, Nw: int, P: int, need_dimages: bool, need_dweight: bool):
+    B = images.shape[0]
+    E = weight.shape[0]
+    K = weight.shape[1] * P * P
+    ieee = images.dtype == torch.float32
+    dimages = dweight = None
+    if need_dweight:
+        # Split the B * N reduction so that small E x K grids still fill the GPU; the fp32 partials are
+        # summed in a fixed order afterwards (deterministic, no atomics).
+        split = max(1, triton.cdiv(B * N, _ROWS_PER_SPLIT))
+        rows_per_split = triton.cdiv(B * N, split)
+        part = torch.zeros((split, E, K), device=weight.device, dtype=torch.float32)
+        if B * N > 0:
+            grid = lambda meta: (triton.cdiv(E, meta["BLOCK_E"]), triton.cdiv(K, meta["BLOCK_K"]), split)  # noqa: E731
+            _dweight_kernel[grid](
+                images, dout, part, *images.stride(), *dout.stride(), B, N, Nw, E, K, rows_per_split,
+                P=P, IEEE=ieee, **_meta("dweight"),
+            )
+        dweight = part.sum(0).to(weight.dtype).view(weight.shape)
+    if need_dimages:
+        dimages = torch.empty(images.shape, device=images.device, dtype=images.dtype)
+        if dimages.numel():
+            _dimages_kernel[lambda meta: (triton.cdiv(B * N, meta["BLOCK_M"]), triton.cdiv(K, meta["BLOCK_K"]))](
+                dout, weight, dimages, *dout.stride(), *weight.stride(), *dimages.stride(), B, N, Nw, E, K,
+                P=P, IEEE=ieee, **_meta("dimages"),
+            )
+    return dimages, dweight
+
+
+# ------------------------------------------------------------------------------------------------
+# autograd
+# ------------------------------------------------------------------------------------------------
+class PatchEmbedFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, images, weight, bias, pos_embed, cls_token, N, Nw, P):
+        out = _patch_embed_fwd(images, weight, bias, pos_embed, cls_token, N, Nw, P)
+        ctx.save_for_backward(images, weight)
+        ctx.grid = (N, Nw, P)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        images, weight = ctx.saved_tensors
+        N, Nw, P = ctx.grid
+        need = ctx.needs_input_grad
+        # Triton GEMMs: d_images = dT @ W (scattered to pixels), d_weight = dT^T @ patches.
+        dimages, dweight = _patch_embed_bwd(dout, images, weight, N, Nw, P, need[0], need[1])
+        # torch reductions over batch (and tokens), accumulated in fp32.
+        d32 = dout.float()
+        dbias = d32[:, 1:].sum((0, 1)).to(dout.dtype) if ctx.has_bias and need[2] else None
+        dpos = d32.sum(0, keepdim=True).to(dout.dtype) if need[3] else None
+        dcls = d32[:, :1].sum(0, keepdim=True).to(dout.dtype) if need[4] else None
+        return dimages, dweight, dbias, dpos, dcls, None, None, None
+
+
+def patch_embed(images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pos_embed: torch.Tensor,
+                cls_token: torch.Tensor) -> torch.Tensor:
+    """ViT patch embedding in one Triton kernel: patchify, project, add bias, prepend CLS, add pos_embed.
+
+    Args:
+        images: (B, C, Hi, Wi), Hi and Wi divisible by P; any strides (crop views need no copy).
+        weight: (E, C, P, P) Conv2d weight (kernel = stride = P).
+        bias: (E,) or None.
+        pos_embed: (1, 1 + (Hi / P) * (Wi / P), E), already at this image's grid.
+        cls_token: (1, 1, E).
+
+        All fp16, bf16 or fp32 in one dtype, on one CUDA device (or CPU under Triton's interpreter).
+
+    Returns:
+        (B, 1 + N, E) contiguous tokens in the inputs' dtype; row 0 is cls_token + pos_embed[:, 0].
+        Differentiable in every tensor argument.
+    """
+    N, Nw, P = _validate(images, weight, bias, pos_embed, cls_token)
+    return PatchEmbedFn.apply(images, weight, bias, pos_embed, cls_token, N, Nw, P)
+
+
+def patch_embed_ref(images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pos_embed: torch.Tensor,
+                    cls_token: torch.Tensor) -> torch.Tensor:
+    """Plain PyTorch: conv2d -> flatten(2).transpose(1, 2) -> cat CLS -> + pos_embed, in the inputs' dtype."""
+    P = weight.shape[-1]
+    x = F.conv2d(images, weight, bias, stride=P).flatten(2).transpose(1, 2)  # (B, N, E)
+    cls = cls_token.expand(x.shape[0], -1, -1)
+    return torch.cat([cls, x], dim=1) + pos_embed
