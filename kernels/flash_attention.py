@@ -1,29 +1,37 @@
 """Flash attention in Triton: softmax(q k^T * scale) v without ever forming the N x N matrix.
 
-Algorithm (FlashAttention-2, Dao 2023): each program owns a block of BLOCK_M queries of one (batch,
-head) and streams the keys and values in blocks of BLOCK_N, keeping a running row maximum ``m``, a
-running normaliser ``l`` and an unnormalised accumulator (online softmax). Exponentials use ``exp2``
-with log2(e) folded into the scale. The forward saves only the output and the per-row
-log-sum-exp (in log2 units); the backward recomputes the probabilities from it:
+Algorithm (FlashAttention-2, Dao 2023). Forward: one program per (block of BLOCK_M queries, batch,
+head) streams the keys and values in blocks of BLOCK_N and keeps, per query row, a running maximum
+``m``, a running normaliser ``l`` and an unnormalised fp32 accumulator (online softmax); the
+accumulator is rescaled by exp(m_old - m_new) whenever the maximum grows. Exponentials use ``exp2``
+with log2(e) folded into the scale. The forward saves only the output and the per-row log-sum-exp
+(natural log, fp32); the backward recomputes the probabilities from it, in three kernels:
 
-* ``_flash_attn_bwd_preprocess_kernel``: delta = rowsum(dO * O);
+* ``_flash_attn_bwd_preprocess_kernel``: delta = rowsum(dO * O), one value per query row;
 * ``_flash_attn_bwd_dkdv_kernel``: one program per key block accumulates dK and dV over all queries;
 * ``_flash_attn_bwd_dq_kernel``: one program per query block accumulates dQ over all keys.
 
-dQ gets its own pass instead of atomic adds, so the backward is deterministic.
+dQ gets its own pass (it recomputes the scores once more) instead of atomic adds, so every gradient
+element is written by exactly one program: the backward is deterministic and needs no zeroed buffer.
 
 What differs from the Triton tutorial: any sequence length (ViT's 197, 577, 1025 are no multiple of
-a block; the tutorial's backward needs N % 128 == 0): query rows and key columns past N are masked,
-and masked keys get -inf scores. Any head dim up to 256 (ViT-H/14 uses 80): the head dim is padded to
-the next power of two *inside* the kernel with masked loads, never by copying inputs. Inputs may have
-any strides (q, k, v as views into a fused qkv projection need no copy). Non-causal only, no dropout.
+a block; the tutorial's backward needs N % 128 == 0): query rows and key columns past N are masked on
+load, and masked keys get a -inf score before the softmax. Any head dim from 1 to 256 (ViT-H/14 uses
+80): the head dim is padded to the next power of two *inside* the kernel (BLOCK_D, loads masked on
+d < D), never by copying inputs. Inputs may have any strides, so q, k, v as views into a fused qkv
+projection need no copy. fp32 inputs use ``input_precision="ieee"`` so the fp32 path is true fp32,
+not TF32; fp16/bf16 inputs use tensor-core dots with fp32 accumulation.
 
-Precision: fp16, bf16 and fp32 inputs, fp32 accumulation and softmax statistics. fp32 inputs use
-``input_precision="ieee"`` so that the fp32 path is true fp32, not TF32.
+Known limits: self-attention only (q, k, v of one shape), non-causal, no attention mask, no dropout;
+not twice differentiable; 32-bit offsets within one (batch, head) slice (N * stride_n < 2**31).
 
-Tested on CPU through Triton's interpreter (TRITON_INTERPRET=1) in fp32 and fp16; the interpreter
-computes bf16 ``tl.dot`` wrongly, so bf16 is verified on CUDA only. Block sizes are autotuned per
-(N, D, dtype) on GPU; under the interpreter one small fixed configuration is used.
+Block sizes are autotuned on GPU per (N, BLOCK_D, dtype) -- keyed on the exact N, since a ViT uses a
+handful of sequence lengths and Triton reuses the compiled kernels across N, so a new N costs only
+the benchmarking. Under the interpreter one small fixed configuration is used.
+
+Verified on CPU through Triton's interpreter (TRITON_INTERPRET=1) in fp32 and fp16. The interpreter
+computes bf16 ``tl.dot`` wrongly, so bf16 is verified only on GPU (tests/test_flash_attention.py runs
+it when CUDA is present); the GPU path's speed has not been measured here.
 """
 from __future__ import annotations
 
@@ -32,80 +40,86 @@ import math
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from kernels._common import check_inputs, interpreter_enabled
 
-LOG2E = 1.4426950408889634
-MAX_HEAD_DIM = 256
+LOG2E = 1.4426950408889634  # exp(x) == exp2(x * LOG2E)
+MIN_HEAD_DIM, MAX_HEAD_DIM = 1, 256
 
 
 # ------------------------------------------------------------------------------------------------
 # Triton kernels
 # ------------------------------------------------------------------------------------------------
 @triton.jit
+def _dot(a, b, IEEE: tl.constexpr):
+    """a @ b accumulated in fp32: true fp32 when IEEE, else both operands in b's (16-bit) dtype."""
+    if IEEE:
+        c = tl.dot(a, b, input_precision="ieee")
+    else:
+        c = tl.dot(a.to(b.dtype), b)
+    return c
+
+
+@triton.jit
 def _flash_attn_fwd_kernel(
-    Q, K, V,  # (B, H, N, D) each, any strides
-    Out,  # (B, H, N, D), any strides
-    Lse,  # (B, H, N) fp32 contiguous: log2-sum-exp2 of each query row's scaled scores
+    Q,    # (B, H, N, D) queries, any strides
+    K,    # (B, H, N, D) keys, any strides
+    V,    # (B, H, N, D) values, any strides
+    Out,  # (B, H, N, D) output (written), any strides
+    Lse,  # (B, H, N) fp32 contiguous (written): log-sum-exp of each row of scale * q k^T
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_on, stride_od,
     H, N, D,
-    qk_scale,  # softmax scale * log2(e)
+    qk_scale,  # softmax scale * log2(e): scores feed exp2 directly
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     mask_m = offs_m < N
     mask_d = offs_d < D
 
-    q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
-    q = tl.load(q_ptrs, mask=mask_m[:, None] & mask_d[None, :], other=0.0)  # (BLOCK_M, BLOCK_D)
-    k_base = K + b * stride_kb + h * stride_kh
-    v_base = V + b * stride_vb + h * stride_vh
+    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+                mask=mask_m[:, None] & mask_d[None, :], other=0.0)  # (BLOCK_M, BLOCK_D)
+    k_ptrs = K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
+    v_ptrs = V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
 
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max, log2 units
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2(s - m_i)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start_n in range(0, N, BLOCK_N):
-        cols = start_n + offs_n
-        mask_n = cols < N
-        # k loaded transposed: (BLOCK_D, BLOCK_N)
-        kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                     mask=mask_d[:, None] & mask_n[None, :], other=0.0)
-        if IEEE:
-            s = tl.dot(q, kt, input_precision="ieee")
-        else:
-            s = tl.dot(q, kt)
-        s = tl.where(mask_n[None, :], s * qk_scale, float("-inf"))  # (BLOCK_M, BLOCK_N)
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.math.exp2(s - m_new[:, None])
+        mask_n = start_n + offs_n < N
+        kv_mask = mask_n[:, None] & mask_d[None, :]
+        k = tl.load(k_ptrs + start_n * stride_kn, mask=kv_mask, other=0.0)  # (BLOCK_N, BLOCK_D)
+        s = _dot(q, tl.trans(k), IEEE) * qk_scale  # (BLOCK_M, BLOCK_N)
+        s = tl.where(mask_n[None, :], s, float("-inf"))  # key tail: no weight
+        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every block holds at least one key
         alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                    mask=mask_n[:, None] & mask_d[None, :], other=0.0)  # (BLOCK_N, BLOCK_D)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        v = tl.load(v_ptrs + start_n * stride_vn, mask=kv_mask, other=0.0)  # (BLOCK_N, BLOCK_D)
+        acc = acc * alpha[:, None] + _dot(p, v, IEEE)
         m_i = m_new
 
     acc = acc / l_i[:, None]
-    tl.store(Lse + pid_bh * N + offs_m, m_i + tl.math.log2(l_i), mask=mask_m)
-    o_ptrs = Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od
-    tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
+    # Natural-log LSE: (m + log2 l) * ln 2.
+    tl.store(Lse + pid_bh * N + offs_m, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=mask_m)
+    tl.store(Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
+             acc.to(Out.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
 
 
 @triton.jit
 def _flash_attn_bwd_preprocess_kernel(
-    Out, DOut,  # (B, H, N, D), any strides
-    Delta,  # (B, H, N) fp32 contiguous: rowsum(dO * O)
+    Out,    # (B, H, N, D) forward output, any strides
+    DOut,   # (B, H, N, D) gradient of the output, any strides
+    Delta,  # (B, H, N) fp32 contiguous (written): rowsum(dO * O)
     stride_ob, stride_oh, stride_on, stride_od,
     stride_dob, stride_doh, stride_don, stride_dod,
     H, N, D,
@@ -113,8 +127,8 @@ def _flash_attn_bwd_preprocess_kernel(
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mask = (offs_m[:, None] < N) & (offs_d[None, :] < D)
@@ -127,22 +141,25 @@ def _flash_attn_bwd_preprocess_kernel(
 
 @triton.jit
 def _flash_attn_bwd_dkdv_kernel(
-    Q, K, V, DOut,  # (B, H, N, D) each, any strides
-    DK, DV,  # (B, H, N, D) contiguous outputs
-    Lse, Delta,  # (B, H, N) fp32 contiguous
+    Q, K, V,  # (B, H, N, D) forward inputs, any strides
+    DOut,     # (B, H, N, D) gradient of the output, any strides
+    DK, DV,   # (B, H, N, D) gradients (written), sharing the strides stride_g*
+    Lse,      # (B, H, N) fp32 contiguous: the forward's log-sum-exp
+    Delta,    # (B, H, N) fp32 contiguous: rowsum(dO * O)
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_don, stride_dod,
-    stride_gb, stride_gh, stride_gn, stride_gd,  # strides of DK and DV
+    stride_gb, stride_gh, stride_gn, stride_gd,
     H, N, D,
-    sm_scale, qk_scale,
+    sm_scale, qk_scale,  # softmax scale, and softmax scale * log2(e)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
 ):
+    # Works on the transposed problem (keys along rows) so that no probability tile needs transposing.
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -150,13 +167,12 @@ def _flash_attn_bwd_dkdv_kernel(
     mask_d = offs_d < D
     mask_nd = mask_n[:, None] & mask_d[None, :]
 
-    # k and v loaded transposed: (BLOCK_D, BLOCK_N)
-    kt = tl.load(K + b * stride_kb + h * stride_kh + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                 mask=mask_d[:, None] & mask_n[None, :], other=0.0)
-    vt = tl.load(V + b * stride_vb + h * stride_vh + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vd,
-                 mask=mask_d[:, None] & mask_n[None, :], other=0.0)
-    q_base = Q + b * stride_qb + h * stride_qh
-    do_base = DOut + b * stride_dob + h * stride_doh
+    k = tl.load(K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                mask=mask_nd, other=0.0)  # (BLOCK_N, BLOCK_D)
+    v = tl.load(V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                mask=mask_nd, other=0.0)  # (BLOCK_N, BLOCK_D)
+    q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
+    do_ptrs = DOut + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
@@ -164,27 +180,19 @@ def _flash_attn_bwd_dkdv_kernel(
         rows = start_m + offs_m
         mask_m = rows < N
         mask_md = mask_m[:, None] & mask_d[None, :]
-        q = tl.load(q_base + rows[:, None] * stride_qn + offs_d[None, :] * stride_qd, mask=mask_md, other=0.0)
-        do = tl.load(do_base + rows[:, None] * stride_don + offs_d[None, :] * stride_dod, mask=mask_md, other=0.0)
-        lse = tl.load(Lse + pid_bh * N + rows, mask=mask_m, other=0.0)
+        q = tl.load(q_ptrs + start_m * stride_qn, mask=mask_md, other=0.0)  # (BLOCK_M, BLOCK_D)
+        do = tl.load(do_ptrs + start_m * stride_don, mask=mask_md, other=0.0)  # (BLOCK_M, BLOCK_D)
+        lse2 = tl.load(Lse + pid_bh * N + rows, mask=mask_m, other=0.0) * 1.4426950408889634  # log2 units
         delta = tl.load(Delta + pid_bh * N + rows, mask=mask_m, other=0.0)
-        if IEEE:
-            s = tl.dot(q, kt, input_precision="ieee")
-        else:
-            s = tl.dot(q, kt)
-        p = tl.math.exp2(s * qk_scale - lse[:, None])  # (BLOCK_M, BLOCK_N) probabilities
-        p = tl.where(mask_m[:, None] & mask_n[None, :], p, 0.0)
-        if IEEE:
-            dv += tl.dot(tl.trans(p), do, input_precision="ieee")
-            dp = tl.dot(do, vt, input_precision="ieee")
-        else:
-            dv += tl.dot(tl.trans(p.to(do.dtype)), do)
-            dp = tl.dot(do, vt)
-        ds = p * (dp - delta[:, None])  # (BLOCK_M, BLOCK_N) gradient of the scaled scores
-        if IEEE:
-            dk += tl.dot(tl.trans(ds), q, input_precision="ieee")
-        else:
-            dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
+        st = _dot(k, tl.trans(q), IEEE)  # (BLOCK_N, BLOCK_M) scores, transposed
+        # Mask before exp2: a padded lane would otherwise get exp2(-lse), which overflows when every
+        # score of the row is very negative (and inf * 0 is NaN).
+        st = tl.where(mask_n[:, None] & mask_m[None, :], st * qk_scale - lse2[None, :], float("-inf"))
+        pt = tl.math.exp2(st)  # probabilities, transposed
+        dv += _dot(pt, do, IEEE)
+        dpt = _dot(v, tl.trans(do), IEEE)  # (BLOCK_N, BLOCK_M) gradient of the probabilities
+        dst = pt * (dpt - delta[None, :])  # gradient of the scaled scores; dK = sm_scale * dst q
+        dk += _dot(dst, q, IEEE)
 
     g_off = b * stride_gb + h * stride_gh + offs_n[:, None] * stride_gn + offs_d[None, :] * stride_gd
     tl.store(DK + g_off, (dk * sm_scale).to(DK.dtype.element_ty), mask=mask_nd)
@@ -193,22 +201,24 @@ def _flash_attn_bwd_dkdv_kernel(
 
 @triton.jit
 def _flash_attn_bwd_dq_kernel(
-    Q, K, V, DOut,  # (B, H, N, D) each, any strides
-    DQ,  # (B, H, N, D) contiguous output
-    Lse, Delta,  # (B, H, N) fp32 contiguous
+    Q, K, V,  # (B, H, N, D) forward inputs, any strides
+    DOut,     # (B, H, N, D) gradient of the output, any strides
+    DQ,       # (B, H, N, D) gradient of q (written), strides stride_g*
+    Lse,      # (B, H, N) fp32 contiguous: the forward's log-sum-exp
+    Delta,    # (B, H, N) fp32 contiguous: rowsum(dO * O)
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_don, stride_dod,
-    stride_gb, stride_gh, stride_gn, stride_gd,  # strides of DQ
+    stride_gb, stride_gh, stride_gn, stride_gd,
     H, N, D,
-    sm_scale, qk_scale,
+    sm_scale, qk_scale,  # softmax scale, and softmax scale * log2(e)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -217,53 +227,60 @@ def _flash_attn_bwd_dq_kernel(
     mask_md = mask_m[:, None] & mask_d[None, :]
 
     q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
-                mask=mask_md, other=0.0)
+                mask=mask_md, other=0.0)  # (BLOCK_M, BLOCK_D)
     do = tl.load(DOut + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod,
-                 mask=mask_md, other=0.0)
-    lse = tl.load(Lse + pid_bh * N + offs_m, mask=mask_m, other=0.0)
+                 mask=mask_md, other=0.0)  # (BLOCK_M, BLOCK_D)
+    lse2 = tl.load(Lse + pid_bh * N + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
     delta = tl.load(Delta + pid_bh * N + offs_m, mask=mask_m, other=0.0)
-    k_base = K + b * stride_kb + h * stride_kh
-    v_base = V + b * stride_vb + h * stride_vh
+    k_ptrs = K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
+    v_ptrs = V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start_n in range(0, N, BLOCK_N):
-        cols = start_n + offs_n
-        mask_n = cols < N
-        kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                     mask=mask_d[:, None] & mask_n[None, :], other=0.0)  # (BLOCK_D, BLOCK_N)
-        vt = tl.load(v_base + cols[None, :] * stride_vn + offs_d[:, None] * stride_vd,
-                     mask=mask_d[:, None] & mask_n[None, :], other=0.0)  # (BLOCK_D, BLOCK_N)
-        if IEEE:
-            s = tl.dot(q, kt, input_precision="ieee")
-            dp = tl.dot(do, vt, input_precision="ieee")
-        else:
-            s = tl.dot(q, kt)
-            dp = tl.dot(do, vt)
-        p = tl.math.exp2(s * qk_scale - lse[:, None])
-        p = tl.where(mask_m[:, None] & mask_n[None, :], p, 0.0)
-        ds = p * (dp - delta[:, None])  # (BLOCK_M, BLOCK_N)
-        if IEEE:
-            dq += tl.dot(ds, tl.trans(kt), input_precision="ieee")
-        else:
-            dq += tl.dot(ds.to(kt.dtype), tl.trans(kt))
+        mask_n = start_n + offs_n < N
+        kv_mask = mask_n[:, None] & mask_d[None, :]
+        k = tl.load(k_ptrs + start_n * stride_kn, mask=kv_mask, other=0.0)  # (BLOCK_N, BLOCK_D)
+        v = tl.load(v_ptrs + start_n * stride_vn, mask=kv_mask, other=0.0)  # (BLOCK_N, BLOCK_D)
+        s = _dot(q, tl.trans(k), IEEE) * qk_scale - lse2[:, None]  # (BLOCK_M, BLOCK_N)
+        p = tl.math.exp2(tl.where(mask_m[:, None] & mask_n[None, :], s, float("-inf")))  # masked first, as in dK/dV
+        dp = _dot(do, tl.trans(v), IEEE)  # (BLOCK_M, BLOCK_N)
+        ds = p * (dp - delta[:, None])
+        dq += _dot(ds, k, IEEE)
 
-    g_ptrs = DQ + b * stride_gb + h * stride_gh + offs_m[:, None] * stride_gn + offs_d[None, :] * stride_gd
-    tl.store(g_ptrs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=mask_md)
+    tl.store(DQ + b * stride_gb + h * stride_gh + offs_m[:, None] * stride_gn + offs_d[None, :] * stride_gd,
+             (dq * sm_scale).to(DQ.dtype.element_ty), mask=mask_md)
 
 
 # ------------------------------------------------------------------------------------------------
 # Block sizes: autotuned on GPU, one small fixed configuration under the interpreter
 # ------------------------------------------------------------------------------------------------
-_INTERPRET = interpreter_enabled()
-_INTERPRETER_META = dict(BLOCK_M=32, BLOCK_N=32)
+_INTERPRET = interpreter_enabled()  # read once at import; never queries a GPU
+_INTERPRETER_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 32}
+_PREPROCESS_BLOCK_M = 32 if _INTERPRET else 64
 
 
-def _gpu_configs(block_ms, block_ns):
+def _configs(block_ms, block_ns):
     return [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
         for bm in block_ms for bn in block_ns for w in (4, 8) for s in (2, 3, 4)
-        if not (bm == 128 and bn == 128 and w == 4)
+        if not (bm * bn >= 128 * 128 and w == 4)  # 128 x 128 fp32 tiles need 8 warps
     ]
+
+
+def _prune_configs(configs, named_args, **kwargs):
+    """Autotuner's early prune: true-fp32 dots (no tensor cores: operands live in registers) and head
+    dims above 128 get tiles of at most 64 x 64, which keeps compile times and spills in check."""
+    if kwargs["IEEE"] or kwargs["BLOCK_D"] > 128:
+        small = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64]
+        return small or configs[:1]
+    return configs
+
+
+def _autotune(configs):
+    # Every kernel tuned here overwrites all of its outputs, so the tuner's repeated launches need no
+    # reset_to_zero / restore_value. The autotuner adds the tensors' dtypes to the key by itself.
+    return triton.autotune(configs, key=["N", "BLOCK_D", "IEEE"],
+                           prune_configs_by={"early_config_prune": _prune_configs})
 
 
 if _INTERPRET:
@@ -271,17 +288,17 @@ if _INTERPRET:
     _dkdv_kernel = _flash_attn_bwd_dkdv_kernel
     _dq_kernel = _flash_attn_bwd_dq_kernel
 else:
-    # Keyed on N and the padded head dim; the autotuner adds the tensors' dtypes to the key.
-    _fwd_kernel = triton.autotune(_gpu_configs((64, 128), (32, 64, 128)), key=["N", "BLOCK_D", "IEEE"])(
-        _flash_attn_fwd_kernel)
-    _dkdv_kernel = triton.autotune(_gpu_configs((32, 64), (64, 128)), key=["N", "BLOCK_D", "IEEE"])(
-        _flash_attn_bwd_dkdv_kernel)
-    _dq_kernel = triton.autotune(_gpu_configs((64, 128), (32, 64)), key=["N", "BLOCK_D", "IEEE"])(
-        _flash_attn_bwd_dq_kernel)
+    _fwd_kernel = _autotune(_configs((64, 128), (32, 64, 128)))(_flash_attn_fwd_kernel)
+    _dkdv_kernel = _autotune(_configs((32, 64), (64, 128)))(_flash_attn_bwd_dkdv_kernel)
+    _dq_kernel = _autotune(_configs((64, 128), (32, 64)))(_flash_attn_bwd_dq_kernel)
 
 
-def _meta():
-    return dict(_INTERPRETER_META) if _INTERPRET else {}
+def _blocks() -> dict:
+    return dict(_INTERPRETER_BLOCKS) if _INTERPRET else {}
+
+
+def _block_d(D: int) -> int:
+    return max(16, triton.next_power_of_2(D))  # tl.dot needs every dimension >= 16
 
 
 # ------------------------------------------------------------------------------------------------
@@ -289,9 +306,10 @@ def _meta():
 # ------------------------------------------------------------------------------------------------
 def head_dim_supported(head_dim: int) -> tuple[bool, str]:
     """Can the kernel take this head dim? Returns (ok, reason)."""
-    if 1 <= head_dim <= MAX_HEAD_DIM:
+    if MIN_HEAD_DIM <= head_dim <= MAX_HEAD_DIM:
         return True, ""
-    return False, f"flash_attention supports head dims 1 to {MAX_HEAD_DIM}, got {head_dim}"
+    return False, (f"flash_attention: head dim {head_dim} is not supported; supported head dims are "
+                   f"{MIN_HEAD_DIM} to {MAX_HEAD_DIM} (e.g. 16, 32, 64, 80, 128)")
 
 
 def _validate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -303,57 +321,60 @@ def _validate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(f"flash_attention: q, k, v must have one shape (B, H, N, D); got q {tuple(q.shape)}, "
                          f"k {tuple(k.shape)}, v {tuple(v.shape)}")
     if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"flash_attention: q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+        raise TypeError(f"flash_attention: q, k, v must share one dtype; got q {q.dtype}, k {k.dtype}, v {v.dtype}")
     ok, reason = head_dim_supported(q.shape[-1])
     if not ok:
         raise ValueError(reason)
 
 
-def _block_d(D: int) -> int:
-    return max(16, triton.next_power_of_2(D))
-
-
 def _flash_attn_fwd(q, k, v, scale: float):
+    """Launch the forward. Returns out (B, H, N, D) contiguous and lse (B, H, N) fp32."""
     B, H, N, D = q.shape
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    out = torch.empty((B, H, N, D), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, H, N), device=q.device, dtype=torch.float32)
+    if out.numel() == 0:
+        return out, lse
     grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]), B * H)  # noqa: E731
     _fwd_kernel[grid](
         q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         H, N, D, scale * LOG2E,
-        BLOCK_D=_block_d(D), IEEE=q.dtype == torch.float32, **_meta(),
+        BLOCK_D=_block_d(D), IEEE=q.dtype == torch.float32, **_blocks(),
     )
     return out, lse
 
 
 def _flash_attn_bwd(do, q, k, v, out, lse, scale: float):
+    """Launch the backward (preprocess, dK/dV, dQ). Returns contiguous (dq, dk, dv)."""
     B, H, N, D = q.shape
-    block_d = _block_d(D)
-    delta = torch.empty_like(lse)
-    pre_m = 32 if _INTERPRET else 64
-    _flash_attn_bwd_preprocess_kernel[(triton.cdiv(N, pre_m), B * H)](
-        out, do, delta, *out.stride(), *do.stride(), H, N, D, BLOCK_M=pre_m, BLOCK_D=block_d,
-    )
     dq = torch.empty((B, H, N, D), device=q.device, dtype=q.dtype)
     dk = torch.empty_like(dq)
     dv = torch.empty_like(dq)
-    common = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
-    ieee = q.dtype == torch.float32
+    if dq.numel() == 0:
+        return dq, dk, dv
+    block_d, ieee = _block_d(D), q.dtype == torch.float32
+    delta = torch.empty_like(lse)
+    _flash_attn_bwd_preprocess_kernel[(triton.cdiv(N, _PREPROCESS_BLOCK_M), B * H)](
+        out, do, delta, *out.stride(), *do.stride(), H, N, D,
+        BLOCK_M=_PREPROCESS_BLOCK_M, BLOCK_D=block_d,
+    )
+    strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
     _dkdv_kernel[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), B * H)](
-        q, k, v, do, dk, dv, lse, delta, *common, *dk.stride(), H, N, D, scale, scale * LOG2E,
-        BLOCK_D=block_d, IEEE=ieee, **_meta(),
+        q, k, v, do, dk, dv, lse, delta, *strides, *dk.stride(), H, N, D, scale, scale * LOG2E,
+        BLOCK_D=block_d, IEEE=ieee, **_blocks(),
     )
     _dq_kernel[lambda meta: (triton.cdiv(N, meta["BLOCK_M"]), B * H)](
-        q, k, v, do, dq, lse, delta, *common, *dq.stride(), H, N, D, scale, scale * LOG2E,
-        BLOCK_D=block_d, IEEE=ieee, **_meta(),
+        q, k, v, do, dq, lse, delta, *strides, *dq.stride(), H, N, D, scale, scale * LOG2E,
+        BLOCK_D=block_d, IEEE=ieee, **_blocks(),
     )
     return dq, dk, dv
 
 
 # ------------------------------------------------------------------------------------------------
-# autograd
+# autograd and the public functions
 # ------------------------------------------------------------------------------------------------
 class FlashAttentionFn(torch.autograd.Function):
+    """Differentiable flash attention; saves q, k, v, out and the fp32 log-sum-exp, never N x N."""
+
     @staticmethod
     def forward(ctx, q, k, v, scale):
         out, lse = _flash_attn_fwd(q, k, v, scale)
@@ -362,22 +383,30 @@ class FlashAttentionFn(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, do):
         q, k, v, out, lse = ctx.saved_tensors
         dq, dk, dv = _flash_attn_bwd(do, q, k, v, out, lse, ctx.scale)
-        return dq, dk, dv, None
+        needs = ctx.needs_input_grad
+        return (dq if needs[0] else None), (dk if needs[1] else None), (dv if needs[2] else None), None
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None) -> torch.Tensor:
     """softmax(q k^T * scale) v, tiled, differentiable, never materializing the N x N matrix.
 
     Args:
-        q, k, v: (B, H, N, D) tensors of one shape and dtype (fp16, bf16 or fp32) on one CUDA device,
-            or on the CPU under Triton's interpreter. Any strides.
+        q, k, v: (B, H, N, D) tensors of one shape and one dtype (float16, bfloat16 or float32) on
+            one CUDA device, or on the CPU under Triton's interpreter. Any strides (views into a
+            fused qkv projection are read in place). Head dim D from 1 to 256; any N.
         scale: softmax scale; default ``1 / sqrt(D)``.
 
     Returns:
         (B, H, N, D) contiguous tensor in the inputs' dtype.
+
+    Raises:
+        TypeError: an input is not a tensor, or the dtypes are unsupported or differ.
+        ValueError: wrong rank, mismatched shapes or devices, unsupported head dim, or CPU tensors
+            without Triton's interpreter.
     """
     _validate(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
@@ -386,10 +415,11 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale:
 
 def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None = None,
                   upcast: bool = True) -> torch.Tensor:
-    """Plain PyTorch reference: the materialized softmax(q k^T * scale) v.
+    """Plain PyTorch reference: the materialized softmax(q k^T * scale) v, differentiable by autograd.
 
-    ``upcast=True`` computes fp16/bf16 inputs in fp32 and casts the result back; float64 inputs give
-    the float64 reference the tests compare against.
+    ``upcast=True`` computes float16/bfloat16 inputs in float32 and casts the result back; float32 and
+    float64 inputs are computed in their own dtype (float64 inputs give the tests' reference).
+    ``upcast=False`` computes in the inputs' dtype whatever it is.
     """
     dtype = q.dtype
     if upcast and dtype in (torch.float16, torch.bfloat16):
