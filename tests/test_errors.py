@@ -1,0 +1,146 @@
+"""Bad input raises a typed error (fastvit.errors) whose message names the problem."""
+import pytest
+import torch
+
+import fastvit
+from fastvit import (ATTENTION, BackendError, CheckpointError, DTypeError, FastViTError, ResolutionError,
+                     ShapeError, UnknownModelError, create_model, load_checkpoint)
+
+FIXTURE = "tests/data/timm_vit_fixture.pt"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return create_model("vit_tiny_patch16_224", img_size=32, num_classes=10).eval()
+
+
+def fixture_model():
+    cfg = torch.load(FIXTURE, weights_only=True)["config"]
+    return create_model("vit_tiny_patch16_224", **cfg)
+
+
+def fixture_state():
+    return dict(torch.load(FIXTURE, weights_only=True)["state_dict"])
+
+
+def qkv(*shapes):
+    return [torch.randn(*s) for s in shapes]
+
+
+# -- images ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("images,error,match", [
+    (torch.randn(1, 3, 30, 32), ResolutionError, r"30x32 .*not divisible by the patch size 16"),
+    (torch.randn(1, 1, 32, 32), ShapeError, r"1 channels.*expects 3"),
+    (torch.randn(3, 32, 32), ShapeError, r"4-D.*\(3, 32, 32\)"),
+    (torch.randn(1, 1, 3, 32, 32), ShapeError, r"4-D"),
+    (torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8), DTypeError, r"floating point.*uint8"),
+    (torch.randn(1, 3, 48, 48), ResolutionError, r"48x48 differs from the model's 32x32.*dynamic_img_size"),
+], ids=["indivisible", "channels", "rank3", "rank5", "uint8", "wrong-resolution"])
+def test_bad_images(model, images, error, match):
+    with pytest.raises(error, match=match):
+        model(images)
+
+
+def test_error_hierarchy():
+    assert issubclass(ResolutionError, ShapeError) and issubclass(ShapeError, ValueError)
+    assert issubclass(DTypeError, TypeError)
+    for err in (ShapeError, DTypeError, BackendError, UnknownModelError, CheckpointError):
+        assert issubclass(err, FastViTError)
+
+
+def test_img_size_not_divisible_at_construction():
+    with pytest.raises(ResolutionError, match=r"\(30, 30\).*patch size 16"):
+        create_model("vit_tiny_patch16_224", img_size=30)
+    with pytest.raises(ResolutionError, match=r"\(32, 40\).*patch size 16"):
+        create_model("vit_tiny_patch16_224", img_size=(32, 40))
+
+
+# -- attention inputs ------------------------------------------------------------------------------
+@pytest.mark.parametrize("shapes,match", [
+    ([(1, 2, 5, 8), (1, 2, 6, 8), (1, 2, 5, 8)], r"q, k, v must have one shape.*\(1, 2, 6, 8\)"),
+    ([(1, 2, 5, 8), (1, 2, 5, 8), (1, 2, 5, 4)], r"q, k, v must have one shape.*\(1, 2, 5, 4\)"),
+    ([(2, 5, 8), (2, 5, 8), (2, 5, 8)], r"q must be 4-D"),
+])
+def test_attention_shape_errors(shapes, match):
+    with pytest.raises(ShapeError, match=match):
+        fastvit.attention(*qkv(*shapes))
+
+
+def test_attention_dtype_error():
+    q = torch.randn(1, 2, 5, 8)
+    with pytest.raises(DTypeError, match="floating-point.*int64"):
+        fastvit.attention(q, q.long(), q)
+
+
+def test_head_dim_the_backend_cannot_take():
+    ok, reason = ATTENTION.availability("triton", "cpu", torch.float32, head_dim=64)
+    if not ok:
+        pytest.skip(f"triton attention on cpu: {reason}")
+    q = torch.randn(1, 1, 4, 300)
+    with pytest.raises(BackendError, match=r"'triton'.*head.?dim.*300"):
+        fastvit.attention(q, q, q, backend="triton")
+
+
+# -- names -----------------------------------------------------------------------------------------
+def test_unknown_preset_suggests_close_names():
+    with pytest.raises(UnknownModelError, match=r"'vit_base_patch16_244'.*[Dd]id you mean.*vit_base_patch16_224"):
+        create_model("vit_base_patch16_244")
+
+
+def test_unknown_model_option():
+    with pytest.raises(TypeError, match="emb_dim"):
+        create_model("vit_tiny_patch16_224", emb_dim=10)
+
+
+def test_unknown_backend():
+    with pytest.raises(BackendError, match=r"unknown attention backend 'flash'.*known: .*naive"):
+        create_model("vit_tiny_patch16_224", img_size=32, attn_backend="flash")
+
+
+def test_cuda_only_backend_on_cpu_tensors():
+    q = torch.randn(1, 2, 5, 64)
+    with pytest.raises(BackendError, match=r"'xformers' cannot run on cpu.*CUDA"):
+        fastvit.attention(q, q, q, backend="xformers")
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+def test_checkpoint_missing_and_unexpected_keys():
+    state = fixture_state()
+    del state["blocks.1.mlp.fc2.bias"]
+    state["blocks.2.attn.qkv.weight"] = torch.zeros(144, 48)
+    with pytest.raises(CheckpointError, match=r"missing keys \['blocks.1.mlp.fc2.bias'\].*"
+                                              r"unexpected keys \['blocks.2.attn.qkv.weight'\]"):
+        load_checkpoint(fixture_model(), state)
+
+
+def test_checkpoint_shape_mismatch():
+    state = fixture_state()
+    state["head.weight"] = torch.zeros(7, 48)
+    with pytest.raises(CheckpointError, match=r"head.weight: checkpoint \(7, 48\) vs model \(10, 48\)"):
+        load_checkpoint(fixture_model(), state)
+
+
+def test_checkpoint_pos_embed_of_another_width():
+    state = fixture_state()
+    state["pos_embed"] = torch.zeros(1, 17, 64)
+    with pytest.raises(CheckpointError, match=r"pos_embed shape \(1, 17, 64\)"):
+        load_checkpoint(fixture_model(), state)
+
+
+def test_checkpoint_that_is_not_a_dict(tmp_path):
+    path = tmp_path / "list.pt"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError, match="list"):
+        load_checkpoint(fixture_model(), path)
+
+
+@pytest.mark.parametrize("option,match", [({"norm_position": "middle"}, "norm_position.*'middle'"),
+                                          ({"mlp_act": "swish"}, "mlp_act.*'swish'")])
+def test_bad_config_values(option, match):
+    with pytest.raises(ValueError, match=match):
+        create_model("vit_tiny_patch16_224", img_size=32, **option)
+
+
+def test_embed_dim_not_divisible_by_heads():
+    with pytest.raises(ShapeError, match="embed_dim 100 .*num_heads 3"):
+        create_model("vit_tiny_patch16_224", img_size=32, embed_dim=100)
