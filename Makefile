@@ -15,5 +15,21 @@ setup: $(VENV)/.installed-$(EXTRAS)
 test: setup
 	$(PY) -m pytest -rs tests
 
+# The main job: the resolution sweep on this machine's default device (CUDA if present, else CPU),
+# then its report, both in reports/<device>/ (results.jsonl is written row by row as the sweep goes).
+# More sweep flags (see benchmarks/conftest.py) go in BENCH_ARGS, e.g.
+#   make bench BENCH_ARGS="--resolutions=224,384 --attn-backend=naive,sdpa --compile"
+BENCH_ARGS ?=
+bench: setup
+	@dir=reports/$$($(PY) -m fastvit.benchmark slug); start=$$(date +%s); \
+	mkdir -p $$dir && rm -f $$dir/results.json $$dir/results.jsonl $$dir/report.md $$dir/*.png; \
+	echo "[bench] sweep on $$($(PY) -m fastvit.benchmark device), results in $$dir"; \
+	$(PY) -m pytest benchmarks/ --benchmark-only -v -p no:cacheprovider \
+		--benchmark-columns=median,iqr,rounds --benchmark-sort=name --benchmark-group-by=func \
+		--benchmark-json=$$dir/results.json --results=$$dir/results.jsonl $(BENCH_ARGS); status=$$?; \
+	results=$$dir/results.json; [ -s $$results ] || results=$$dir/results.jsonl; \
+	$(PY) -m fastvit.cli report $$results -o $$dir || status=1; \
+	echo "[bench] finished in $$(( $$(date +%s) - start )) s; report: $$dir/report.md"; exit $$status
+
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -1,0 +1,242 @@
+"""The resolution sweep's command-line axes, parametrization, fixtures and results files.
+
+    pytest benchmarks/ --benchmark-only [--attn-backend=naive,sdpa] [--resolutions=224,384]
+        [--model=NAME] [--dtype=fp32] [--device=cpu] [--batch-size=1] [--pass=fwd,train]
+        [--compile] [--results=PATH.jsonl] [--time-budget=SECONDS] [--threads=N]
+        [--benchmark-json=PATH.json]
+
+Every ``bench_<op>.py`` here declares ``OP`` and one test taking ``impl``, ``resolution``,
+``pass_name`` and ``dtype_name``; this file parametrizes them from the options. Each finished
+configuration is appended to the JSONL results file at once; rows that are not timed (``skipped: ...``,
+``oom``) also go to the pytest-benchmark JSON under ``fastvit_unmeasured``, and the run's environment
+(versions, device, matmul peak, copy bandwidth, command) under ``machine_info.fastvit``.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastvit import benchmark as fb
+from fastvit.backends import ATTENTION, NORM, PATCH, _load_all
+from fastvit.presets import list_models, preset_config
+
+
+def pytest_collect_file(file_path: Path, parent):
+    """Collect ``bench_*.py`` (pytest's own pattern, test_*.py, stays the project's for tests/)."""
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_") and not parent.session.isinitpath(file_path):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("fastvit sweep", "fastvit resolution sweep (benchmarks/)")
+    g.addoption("--attn-backend", metavar="A,B", help="attention backends (default: every registered one; "
+                "those that cannot run here are recorded as skipped)")
+    g.addoption("--norm-backend", metavar="A,B", help="LayerNorm backends (default: all; the whole-model sweep "
+                "uses the default 'torch' unless this is given)")
+    g.addoption("--patch-backend", metavar="A,B", help="patch-embedding backends (default: all; the whole-model "
+                "sweep uses the default 'conv' unless this is given)")
+    g.addoption("--resolutions", default="224,384,512,768,1024", metavar="R,R", help="square image sizes in px")
+    g.addoption("--model", help="preset whose shapes are used (default: vit_base_patch16_224 on CUDA, "
+                "vit_tiny_patch16_224 on CPU)")
+    g.addoption("--dtype", metavar="D,D", help="fp32, bf16, fp16 (default: bf16 on CUDA, fp32 on CPU)")
+    g.addoption("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
+    g.addoption("--batch-size", type=int, help="default: 8 on CUDA, 4 on CPU")
+    g.addoption("--pass", dest="fastvit_pass", default="fwd,train", metavar="P,P",
+                help="fwd (inference under no_grad) and/or train (forward + backward)")
+    g.addoption("--compile", action="store_true", help="add a torch.compile row ('<backend>+compile') per backend")
+    g.addoption("--results", metavar="PATH", help="JSONL file the rows are appended to as they finish "
+                "(default: .benchmarks/fastvit-<device>.jsonl; a new sweep starts a new file)")
+    g.addoption("--time-budget", type=float, metavar="S", help="seconds of timed rounds one configuration may "
+                "take (default 30 on CPU, 10 on CUDA); a configuration whose single call would exceed "
+                "budget / min rounds is recorded as skipped")
+    g.addoption("--threads", type=int, help="torch CPU threads (default: the CPUs this process may use)")
+
+
+@dataclass
+class Settings:
+    device: torch.device
+    model: str
+    resolutions: list
+    batch: int
+    dtypes: list
+    passes: list
+    impls: dict          # op -> implementation labels
+    vit_norm: list
+    vit_patch: list
+    results: Path
+    time_budget: float | None
+
+    @property
+    def cfg(self):
+        return preset_config(self.model)
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _backends(config, option: str, registry, compile_: bool) -> list[str]:
+    value = config.getoption(option)
+    names = _split(value) if value else registry.names()
+    for name in names:
+        if name not in registry.names():
+            raise pytest.UsageError(f"--{option.replace('_', '-')}: unknown {registry.op} backend {name!r}; "
+                                    f"known: {', '.join(registry.names())}")
+    return names + ([f"{n}+compile" for n in names] if compile_ else [])
+
+
+def _settings(config) -> Settings:
+    _load_all()
+    device = torch.device(config.getoption("device") or fb.default_device().type)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("--device=cuda but CUDA is not available")
+    cuda = device.type == "cuda"
+    model = config.getoption("model") or ("vit_base_patch16_224" if cuda else "vit_tiny_patch16_224")
+    if model not in list_models():
+        raise pytest.UsageError(f"--model: unknown preset {model!r}; known: {', '.join(list_models())}")
+    dtypes = _split(config.getoption("dtype") or ("bf16" if cuda else "fp32"))
+    passes = _split(config.getoption("fastvit_pass"))
+    for value, allowed, flag in ((dtypes, fb.DTYPES, "--dtype"), (passes, fb.PASSES, "--pass")):
+        bad = [v for v in value if v not in allowed]
+        if bad:
+            raise pytest.UsageError(f"{flag}: unknown {bad}; choose from {', '.join(allowed)}")
+    try:
+        resolutions = [int(r) for r in _split(config.getoption("resolutions"))]
+    except ValueError:
+        raise pytest.UsageError("--resolutions takes comma-separated integers, e.g. 224,384") from None
+    compile_ = config.getoption("compile")
+    impls = {
+        "attention": _backends(config, "attn_backend", ATTENTION, compile_),
+        "vit": _backends(config, "attn_backend", ATTENTION, compile_),
+        "layernorm": _backends(config, "norm_backend", NORM, compile_),
+        "patch_embed": _backends(config, "patch_backend", PATCH, compile_),
+    }
+    vit_norm = _split(config.getoption("norm_backend")) if config.getoption("norm_backend") else [NORM.default]
+    vit_patch = _split(config.getoption("patch_backend")) if config.getoption("patch_backend") else [PATCH.default]
+    results = Path(config.getoption("results") or f".benchmarks/fastvit-{device.type}.jsonl")
+    return Settings(device=device, model=model, resolutions=resolutions,
+                    batch=config.getoption("batch_size") or (8 if cuda else 4), dtypes=dtypes, passes=passes,
+                    impls=impls, vit_norm=vit_norm, vit_patch=vit_patch, results=results,
+                    time_budget=config.getoption("time_budget"))
+
+
+_SETTINGS = pytest.StashKey[Settings]()
+_SWEEP = pytest.StashKey[fb.Sweep]()
+
+
+def pytest_configure(config):
+    threads = config.getoption("threads") or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    config.stash[_SETTINGS] = _settings(config)
+
+
+def pytest_report_header(config):
+    s = config.stash[_SETTINGS]
+    return (f"fastvit sweep: {s.model} on {s.device.type}, batch {s.batch}, {','.join(s.dtypes)}, "
+            f"passes {','.join(s.passes)}, resolutions {','.join(map(str, s.resolutions))}, "
+            f"{torch.get_num_threads()} threads; rows -> {s.results}")
+
+
+def pytest_generate_tests(metafunc):
+    op = getattr(metafunc.module, "OP", None)
+    if op is None:
+        return
+    s = metafunc.config.stash[_SETTINGS]
+    # sizes outermost: every backend of one size runs back to back, so slow drifts of the machine do
+    # not land on one backend; smaller sizes first, so larger ones can be judged against the budget
+    metafunc.parametrize("resolution", s.resolutions, ids=[f"{r}px" for r in s.resolutions])
+    if "impl" in metafunc.fixturenames:
+        metafunc.parametrize("impl", s.impls[op])
+    if "vit_norm" in metafunc.fixturenames:
+        metafunc.parametrize("vit_norm", s.vit_norm, ids=[f"norm={n}" for n in s.vit_norm])
+    if "vit_patch" in metafunc.fixturenames:
+        metafunc.parametrize("vit_patch", s.vit_patch, ids=[f"patch={p}" for p in s.vit_patch])
+    metafunc.parametrize("pass_name", s.passes)
+    metafunc.parametrize("dtype_name", s.dtypes)
+
+
+@pytest.fixture(scope="session")
+def settings(request) -> Settings:
+    return request.config.stash[_SETTINGS]
+
+
+@pytest.fixture(scope="session")
+def sweep(request, settings) -> fb.Sweep:
+    """Created at the first benchmark: measures the device's matmul peak and copy bandwidth, writes
+    the environment as the JSONL file's first line."""
+    writer = fb.RowWriter(settings.results, truncate=True)
+    argv = getattr(sys, "orig_argv", sys.argv)
+    command = shlex.join([Path(argv[0]).name] + argv[1:])
+    sw = fb.Sweep.for_device(settings.device, settings.time_budget, writer, settings.dtypes, command)
+    sw.env.update(model=settings.model, batch=settings.batch)
+    request.config.stash[_SWEEP] = sw
+    return sw
+
+
+@pytest.fixture
+def measure(request, benchmark, sweep):
+    """``measure(case)``: run one configuration; a non-ok outcome becomes a pytest skip with its status."""
+    def run(case: fb.Case) -> dict:
+        try:
+            row = sweep.run(case, benchmark)
+        except fb.Skip as skip:
+            request.node.user_properties.append(("fastvit_row", skip.row))
+            if benchmark.stats is not None:  # rounds had begun: keep the partial stats out of the JSON
+                session = request.config._benchmarksession
+                if benchmark.stats in session.benchmarks:
+                    session.benchmarks.remove(benchmark.stats)
+            pytest.skip(skip.status)
+        benchmark.extra_info.update(row)
+        request.node.user_properties.append(("fastvit_row", row))
+        return row
+    return run
+
+
+def pytest_report_teststatus(report, config):
+    """Progress: each finished configuration shows its status, median, peak memory and throughput."""
+    if report.when != "call" or not config.getoption("verbose"):
+        return None
+    row = dict(report.user_properties).get("fastvit_row")
+    if row is None:
+        return None
+    summary = fb.row_summary(row)
+    if len(summary) > 110:
+        summary = summary[:107] + "..."
+    if report.passed:
+        return "passed", ".", (summary, {"green": True})
+    return None  # skipped rows keep pytest's "SKIPPED (status)"
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    sweep = config.stash.get(_SWEEP, None)
+    if sweep is not None:
+        machine_info["fastvit"] = sweep.env
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    sweep = config.stash.get(_SWEEP, None)
+    if sweep is not None:
+        output_json["fastvit_unmeasured"] = sweep.unmeasured
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    sweep = config.stash.get(_SWEEP, None)
+    if sweep is None:
+        return
+    counts = {}
+    for row in sweep.rows:
+        key = "ok" if row["status"] == "ok" else row["status"].split(":")[0]
+        counts[key] = counts.get(key, 0) + 1
+    peaks = ", ".join(f"{d} {v / 1e9:.0f} GFLOP/s" for d, v in sweep.matmul_peak.items())
+    terminalreporter.write_sep("-", "fastvit sweep")
+    terminalreporter.write_line(f"{len(sweep.rows)} configurations: "
+                                + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    terminalreporter.write_line(f"matmul peak: {peaks}; copy bandwidth {sweep.copy_bandwidth / 1e9:.1f} GB/s")
+    terminalreporter.write_line(f"rows: {sweep.writer.path if sweep.writer else '-'}")

@@ -1,0 +1,126 @@
+"""The sweep in benchmarks/ on a tiny configuration, in a subprocess, and the report on its output.
+
+Never asserts on timings; memory is compared as ratios across sizes, never in absolute bytes.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastvit import benchmark as fb
+from fastvit.report import load_results, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = {"op", "backend", "model", "resolution", "tokens", "batch", "dtype", "device", "device_name", "pass",
+          "flops", "status"}
+TIMED = {"median_s", "iqr_s", "rounds", "peak_mem_bytes"}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    # tests/conftest.py has set TRITON_INTERPRET=1 here; the subprocess inherits it, and the sweep must
+    # still refuse to time the Triton backends on CPU
+    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "-q", "-p", "no:cacheprovider",
+           "--model", "vit_tiny_patch16_224", "--resolutions", "64,192", "--batch-size", "1", "--device", "cpu",
+           "--time-budget", "1", "--threads", "1",
+           "--benchmark-json", str(out / "results.json"), "--results", str(out / "results.jsonl")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return out
+
+
+def rows_of(path: Path) -> tuple[dict, list[dict]]:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return records[0]["environment"], records[1:]
+
+
+def test_jsonl_rows(sweep):
+    env, rows = rows_of(sweep / "results.jsonl")
+    for key in ("torch", "cuda", "cudnn", "triton", "xformers", "device_name", "threads", "git", "command",
+                "matmul_flops_per_s", "copy_bytes_per_s"):
+        assert key in env
+    assert env["threads"] == 1 and "--resolutions 64,192" in env["command"]
+    assert {r["op"] for r in rows} == set(fb.OPS)
+    assert {r["pass"] for r in rows} == {"fwd", "train"} and {r["resolution"] for r in rows} == {64, 192}
+    for r in rows:
+        assert COMMON <= r.keys(), r
+        assert r["status"] == "ok" or r["status"].startswith("skipped: ") or r["status"] == "oom", r
+        assert r["threads"] == 1
+        if r["status"] == "ok":
+            assert TIMED <= r.keys(), r
+        if r["op"] in ("layernorm", "patch_embed"):
+            assert "bytes" in r and (r["status"] != "ok" or r["bytes_per_s"] > 0)
+        if r["status"] == "ok" and r["flops"]:
+            assert r["flops_per_s"] > 0
+        if r["status"] == "ok" and r["backend"].startswith("sdpa"):
+            assert r["sdpa_kernel"].startswith("sdpa-")
+        if r["op"] == "vit":
+            assert r["norm_backend"] == "torch" and r["patch_backend"] == "conv"
+    status = {(r["op"], r["backend"]): r["status"] for r in rows}
+    for op, backend in (("attention", "naive"), ("attention", "sdpa"), ("vit", "sdpa"), ("layernorm", "torch"),
+                        ("patch_embed", "conv")):
+        assert status[op, backend] == "ok"
+    for op in ("attention", "vit", "layernorm", "patch_embed"):
+        # never timed on CPU, although TRITON_INTERPRET=1 makes the backend available
+        assert status[op, "triton"].startswith("skipped: ") and "interpreter" in status[op, "triton"]
+    assert status["attention", "xformers"].startswith("skipped: ")
+
+
+def test_naive_memory_grows_faster_than_sdpa(sweep):
+    _, rows = rows_of(sweep / "results.jsonl")
+    mem = {(r["backend"], r["pass"], r["tokens"]): r["peak_mem_bytes"] for r in rows
+           if r["op"] == "attention" and r["status"] == "ok"}
+    small, large = fb.num_tokens(64, 16), fb.num_tokens(192, 16)
+    for pass_ in ("fwd", "train"):
+        naive = mem["naive", pass_, large] / mem["naive", pass_, small]
+        sdpa = mem["sdpa", pass_, large] / mem["sdpa", pass_, small]
+        assert naive > 1.5 * sdpa, (pass_, naive, sdpa)
+
+
+def test_pytest_benchmark_json(sweep):
+    data = json.loads((sweep / "results.json").read_text())
+    info = data["machine_info"]["fastvit"]
+    assert info["device"] == "cpu" and info["matmul_flops_per_s"]["fp32"] > 0
+    assert data["commit_info"]  # pytest-benchmark's own git information
+    assert {b["extra_info"]["status"] for b in data["benchmarks"]} == {"ok"}
+    unmeasured = data["fastvit_unmeasured"]
+    assert unmeasured and all(r["status"] != "ok" for r in unmeasured)
+    assert any(r["backend"] == "triton" for r in unmeasured)
+    _, rows = rows_of(sweep / "results.jsonl")
+    assert len(data["benchmarks"]) + len(unmeasured) == len(rows)
+
+
+def test_reports_from_json_and_from_an_interrupted_jsonl(sweep, tmp_path):
+    text = write_report(sweep / "results.json", tmp_path / "full").read_text()
+    assert "## Scaling exponents" in text and "skipped [" in text
+    lines = (sweep / "results.jsonl").read_text().splitlines()
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("\n".join(lines[: len(lines) // 2]) + "\n" + lines[len(lines) // 2][:40])
+    assert len(load_results(partial).rows) == len(lines) // 2 - 1
+    assert write_report(partial, tmp_path / "partial").is_file()
+
+
+def test_triton_is_never_timed_on_cpu():
+    """Even where the interpreter makes the backend available, a CPU sweep records it as skipped."""
+    called = []
+    case = fb.Case("attention", "triton", {"resolution": 64, "dtype": "fp32"}, build=lambda: called.append(1))
+    sweep = fb.Sweep(device=torch.device("cpu"), time_budget=1.0)
+    with pytest.raises(fb.Skip, match="interpreter"):
+        sweep.run(case, benchmark=None)
+    assert not called and sweep.unmeasured[0]["status"].startswith("skipped: ")
+
+
+def test_cpu_peak_memory_sees_torch_allocations():
+    def alloc():
+        a = torch.empty(2 ** 20, dtype=torch.uint8)  # 1 MiB
+        b = torch.empty(3 * 2 ** 20, dtype=torch.uint8)  # 3 MiB, while a is alive
+        del a, b
+        return torch.empty(2 ** 20, dtype=torch.uint8)
+
+    assert fb.cpu_peak_memory(alloc) == 4 * 2 ** 20
