@@ -1,0 +1,168 @@
+"""fastvit.report on synthetic results: exponents, non-ok rows, crossover, compare mode, file formats."""
+import json
+import math
+
+import pytest
+
+from fastvit.errors import FastViTError
+from fastvit.report import crossover, exponents, fit_exponent, load_results, write_report
+
+RES = [224, 384, 512, 768, 1024]
+PATCH, DEPTH = 16, 12
+
+
+def tokens(res):
+    return (res // PATCH) ** 2 + 1
+
+
+def row(op, backend, res, median, mem, pass_="fwd", status="ok", **extra):
+    r = {"op": op, "backend": backend, "model": "vit_tiny_patch16_224", "resolution": res, "tokens": tokens(res),
+         "batch": 2, "dtype": "fp32", "device": "cpu", "device_name": "Synthetic CPU", "pass": pass_,
+         "patch_size": PATCH, "depth": DEPTH, "heads": 3, "head_dim": 64, "threads": 2,
+         "flops": 4.0 * 2 * 3 * tokens(res) ** 2 * 64, "status": status}
+    if op == "vit":
+        r.update(norm_backend="torch", patch_backend="conv")
+    if status == "ok":
+        r.update(median_s=median, iqr_s=0.02 * median, q1_s=0.99 * median, q3_s=1.01 * median, rounds=5,
+                 peak_mem_bytes=mem)
+    r.update(extra)
+    return r
+
+
+def attn_time(n, backend):
+    return (1e-9 if backend == "naive" else 5e-10) * n ** 2
+
+
+def synthetic_rows(scale=1.0):
+    """Power laws with known exponents: naive time and memory ~ N^2, sdpa time ~ N^2 and memory ~ N.
+    The whole model = depth x attention + a rest ~ N, sized so sdpa's attention share is exactly 1/2 at
+    512 px (N = 1025) and naive's never reaches it."""
+    rows = []
+    for res in RES:
+        n = tokens(res)
+        for b in ("naive", "sdpa"):
+            if b == "naive" and res == 1024:
+                rows.append(row("attention", b, res, None, None, status="oom"))
+            else:
+                mem = 8.0 * n ** 2 if b == "naive" else 3000.0 * n
+                rows.append(row("attention", b, res, scale * attn_time(n, b), mem))
+        rows.append(row("attention", "triton", res, None, None,
+                        status="skipped: Triton kernels run on CPU only in Triton's interpreter"))
+        n0 = tokens(512)
+        rest_sdpa = DEPTH * attn_time(n0, "sdpa") * n / n0  # ~ N, equal to the attention time at N = 1025
+        rows.append(row("vit", "sdpa", res, scale * (DEPTH * attn_time(n, "sdpa") + rest_sdpa), 1e4 * n))
+        if res < 1024:
+            rest_naive = 1e3 * DEPTH * attn_time(n, "naive")
+            rows.append(row("vit", "naive", res, scale * (DEPTH * attn_time(n, "naive") + rest_naive), 1e4 * n))
+    return rows
+
+
+def write_jsonl(path, rows, env=None):
+    env = env or {"device": "cpu", "device_name": "Synthetic CPU", "torch": "2.13.0", "threads": 2,
+                  "matmul_flops_per_s": {"fp32": 1e11}, "copy_bytes_per_s": 2e10, "command": "pytest benchmarks/"}
+    lines = [json.dumps({"environment": env})] + [json.dumps(r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_pytest_benchmark_json(path, rows):
+    """The layout pytest-benchmark writes, plus the sweep's fastvit_unmeasured and machine_info.fastvit."""
+    benchmarks, unmeasured = [], []
+    for r in rows:
+        if r["status"] != "ok":
+            unmeasured.append(r)
+            continue
+        stats = {"median": r["median_s"], "iqr": r["iqr_s"], "q1": r["q1_s"], "q3": r["q3_s"], "rounds": 5,
+                 "min": r["q1_s"], "max": r["q3_s"], "mean": r["median_s"], "stddev": 0.0}
+        info = {k: v for k, v in r.items() if not k.endswith("_s")}
+        benchmarks.append({"name": f"test_{r['op']}", "extra_info": info, "stats": stats})
+    data = {"machine_info": {"fastvit": {"device_name": "Synthetic CPU", "device": "cpu",
+                                         "matmul_flops_per_s": {"fp32": 1e11}}},
+            "commit_info": {"id": "0" * 40, "dirty": False}, "benchmarks": benchmarks,
+            "datetime": "2026-01-01T00:00:00+00:00", "version": "5.3.1", "fastvit_unmeasured": unmeasured}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_fit_exponent_recovers_power_laws():
+    n = [tokens(r) for r in RES]
+    assert fit_exponent(n, [3e-9 * x ** 2 for x in n]).exponent == pytest.approx(2.0, abs=1e-9)
+    assert fit_exponent(n, [7.0 * x for x in n]).exponent == pytest.approx(1.0, abs=1e-9)
+    fit = fit_exponent(n, [1.0 + x for x in n], min_tokens=1000)
+    assert (fit.n_min, fit.n_max, fit.points) == (1025, 4097, 3)
+    assert fit_exponent([197, 577], [1.0, 2.0], min_tokens=1000).points == 2  # falls back to the largest sizes
+    assert fit_exponent([197], [1.0]) is None
+
+
+def test_exponents_from_rows(tmp_path):
+    df = load_results(write_jsonl(tmp_path / "r.jsonl", synthetic_rows())).rows
+    exps = exponents(df).set_index(["op", "impl"])
+    assert exps.loc[("attention", "naive"), "latency_exponent"] == pytest.approx(2.0, abs=1e-6)
+    assert exps.loc[("attention", "naive"), "memory_exponent"] == pytest.approx(2.0, abs=1e-6)
+    assert exps.loc[("attention", "naive"), "points"] == 2  # the oom row at 1024 px is not a point
+    assert exps.loc[("attention", "sdpa"), "memory_exponent"] == pytest.approx(1.0, abs=1e-6)
+    assert ("attention", "triton") not in exps.index
+
+
+def test_crossover():
+    assert crossover([224, 384, 512], [0.2, 0.4, 0.6]).resolution == pytest.approx(
+        math.exp(math.log(384) + 0.5 * (math.log(512) - math.log(384))))
+    assert crossover([224, 384], [0.1, 0.2]).resolution is None
+    assert "not reached in the sweep" in crossover([224, 384], [0.1, 0.2]).text
+    assert crossover([224, 384], [0.6, 0.7]).kind == "already"
+
+
+def test_report_from_jsonl(tmp_path):
+    path = write_report(write_jsonl(tmp_path / "r.jsonl", synthetic_rows()), tmp_path / "out")
+    text = path.read_text()
+    assert path == tmp_path / "out" / "report.md"
+    for fig in ("attention_fwd.png", "vit_fwd.png", "attention_share.png"):
+        assert (tmp_path / "out" / fig).stat().st_size > 10_000
+        assert f"]({fig})" in text
+    assert "**oom**" in text  # naive attention at 1024 px, as a status and not a number
+    assert "skipped [" in text and "Triton kernels run on CPU only in Triton's interpreter" in text
+    assert "| attention | fwd | naive | 2.00 | 2.00 |" in text
+    assert "| attention | fwd | sdpa | 2.00 | 1.00 |" in text
+    # sdpa: attention's share is exactly 50% at 512 px; naive never gets there
+    assert "sdpa: attention's share of the model's time passes 50% at ≈ 512 px (N ≈ 1,025)" in text
+    assert "naive: attention's share of the model's time stays under 50% in the sweep" in text
+    assert "Synthetic CPU" in text and "pytest benchmarks/" in text
+    page = (tmp_path / "out" / "report.html").read_text()  # the same report as one HTML page
+    assert '<img alt="attention fwd" src="attention_fwd.png">' in page and "<b>oom</b>" in page
+    assert page.count("<table>") == text.count("\n| --- |")
+
+
+def test_report_from_pytest_benchmark_json_keeps_unmeasured_rows(tmp_path):
+    rows = synthetic_rows()
+    res = load_results(write_pytest_benchmark_json(tmp_path / "r.json", rows))
+    assert len(res.rows) == len(rows)
+    assert set(res.rows["status"]) == {"ok", "oom", "skipped: Triton kernels run on CPU only in Triton's interpreter"}
+    assert res.env["git"]["id"] == "0" * 40
+    text = write_report(tmp_path / "r.json", tmp_path / "out").read_text()
+    assert "**oom**" in text and "| attention | fwd | naive | 2.00 | 2.00 |" in text
+
+
+def test_compare_mode(tmp_path):
+    this = write_jsonl(tmp_path / "a.jsonl", synthetic_rows())
+    other = write_jsonl(tmp_path / "b.jsonl", synthetic_rows(scale=2.0))
+    text = write_report(this, tmp_path / "out", compare=other).read_text()
+    assert "## Comparison" in text
+    assert "(×2.00)" in text  # every timed configuration is twice as slow in the other run
+    assert (tmp_path / "out" / "compare_attention_fwd.png").is_file()
+
+
+def test_partial_jsonl_from_an_interrupted_sweep(tmp_path):
+    lines = write_jsonl(tmp_path / "full.jsonl", synthetic_rows()).read_text().splitlines()
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join(lines[:9]) + "\n" + lines[9][: len(lines[9]) // 2])  # last line cut mid-write
+    res = load_results(cut)
+    assert len(res.rows) == 8
+    assert write_report(cut, tmp_path / "out").is_file()
+
+
+def test_no_rows_is_an_error(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(FastViTError, match="no benchmark rows"):
+        write_report(tmp_path / "empty.jsonl", tmp_path / "out")
+    with pytest.raises(FastViTError, match="does not exist"):
+        write_report(tmp_path / "missing.json", tmp_path / "out")
