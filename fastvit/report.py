@@ -543,6 +543,20 @@ def _select(df: pd.DataFrame, key: dict) -> pd.DataFrame:
     return df[mask]
 
 
+def _rate_table(g: pd.DataFrame, ok: pd.DataFrame, kind: str, yardstick: float | None, what: str,
+                notes: _Notes) -> list[str]:
+    """Achieved FLOP/s or bytes/s per backend and size, with its percentage of the device's yardstick."""
+    col = f"{kind}_per_s"
+    unit, scale = _rate_unit(ok[col], kind)
+
+    def cell(r):
+        frac = f" ({100 * r[col] / yardstick:.0f}%)" if yardstick else ""
+        return _num(r[col] * scale) + frac
+
+    caption = f" (% of {what}, {_num(yardstick * scale)} {unit})" if yardstick else ""
+    return [f"Achieved {unit}{caption}:", "", _pivot_table(g, cell, notes, require_ok=True), ""]
+
+
 def _section(key: dict, g: pd.DataFrame, env: dict, fig: str) -> list[str]:
     op = key["op"]
     notes = _Notes()
@@ -556,27 +570,11 @@ def _section(key: dict, g: pd.DataFrame, env: dict, fig: str) -> list[str]:
     munit, mscale = _mem_unit(ok["peak_mem_bytes"])
     out += [f"Peak memory ({munit}), measured in a call of its own beyond the inputs already allocated:", "",
             _pivot_table(g, lambda r: _num(r["peak_mem_bytes"] * mscale), notes), ""]
-    peaks = env.get("matmul_flops_per_s") or {}
-    peak = peaks.get(key["dtype"])
+    peak = (env.get("matmul_flops_per_s") or {}).get(key["dtype"])
     if ok["flops"].notna().any() and op != "layernorm":
-        runit, rscale = _rate_unit(ok["flops_per_s"], "flops")
-
-        def flop_cell(r):
-            frac = f" ({100 * r['flops_per_s'] / peak:.0f}%)" if peak else ""
-            return _num(r["flops_per_s"] * rscale) + frac
-
-        what = f" (% of the measured {key['dtype']} matmul peak, {_num(peak * rscale)} {runit})" if peak else ""
-        out += [f"Achieved {runit}{what}:", "", _pivot_table(g, flop_cell, notes, require_ok=True), ""]
+        out += _rate_table(g, ok, "flops", peak, f"the measured {key['dtype']} matmul peak", notes)
     if ok["bytes"].notna().any():
-        bw = env.get("copy_bytes_per_s")
-        runit, rscale = _rate_unit(ok["bytes_per_s"], "bytes")
-
-        def byte_cell(r):
-            frac = f" ({100 * r['bytes_per_s'] / bw:.0f}%)" if bw else ""
-            return _num(r["bytes_per_s"] * rscale) + frac
-
-        what = f" (% of the measured copy bandwidth, {_num(bw * rscale)} {runit})" if bw else ""
-        out += [f"Achieved {runit}{what}:", "", _pivot_table(g, byte_cell, notes, require_ok=True), ""]
+        out += _rate_table(g, ok, "bytes", env.get("copy_bytes_per_s"), "the measured copy bandwidth", notes)
     for ref in REFERENCES.get(op, ()):
         base = ok[ok["impl"] == ref].set_index("resolution")["median_s"]
         if base.empty or len(_impls(g, True)) < 2:
@@ -654,6 +652,98 @@ def _share_section(df: pd.DataFrame, out_dir: Path) -> tuple[list[str], list[dic
     title = f"Share of ViT time in attention ({share['model'].iloc[0]}, B={int(share['batch'].iloc[0])})"
     _plot_share(share, out_dir / "attention_share.png", title)
     return lines, crossings
+
+
+# -- the Triton kernels' performance targets ---------------------------------------------------------
+ATTENTION_PEERS = ("sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "xformers")
+LONG_SEQUENCE = 1025   # attention targets differ below and above this many tokens
+BIG_BATCH = 64         # the short-sequence attention target is set for batches of at least this
+
+
+def _attention_target(pass_: str, tokens: int, batch: int) -> float | None:
+    """fwd: >= 0.9x the best peer from N = 1025 on, >= 1.0x below it at batch >= 64; train: >= 0.8x
+    (the same batch condition below N = 1025). None where no target is set."""
+    if tokens < LONG_SEQUENCE and batch < BIG_BATCH:
+        return None
+    if pass_ == "train":
+        return 0.8
+    return 0.9 if tokens >= LONG_SEQUENCE else 1.0
+
+
+def kernel_targets(df: pd.DataFrame, env: dict) -> pd.DataFrame:
+    """The measured ratio behind each performance target of fastvit's Triton kernels, per configuration.
+
+    - attention: the best median of the SDPA kernels and xformers / triton's median (see
+      :func:`_attention_target` for the targets);
+    - add + LayerNorm: achieved bytes/s as a fraction of the measured copy bandwidth (>= 0.85), and the
+      speedup over the torch backend (>= 1.5);
+    - patch embedding: the speedup over the conv backend (>= 1.3).
+
+    Only timed rows count; a configuration without a timed triton row (or peer) gives no row.
+    """
+    cols = GROUP + ["resolution", "tokens", "target", "measured", "goal", "met", "against"]
+    out = []
+    ok = df[(df["status"] == "ok") & (df["impl"] == df["backend"])]
+    bandwidth = env.get("copy_bytes_per_s")
+    for key, g in _groups(ok):
+        triton = g[g["impl"] == "triton"].set_index("resolution")
+        if triton.empty:
+            continue
+        for res, t in triton.iterrows():
+            at = g[g["resolution"] == res]
+            rec = {**key, "resolution": int(res), "tokens": int(t["tokens"])}
+            if key["op"] == "attention":
+                peers = at[at["impl"].isin(ATTENTION_PEERS)]
+                goal = _attention_target(key["pass"], int(t["tokens"]), int(key["batch"]))
+                if peers.empty:
+                    continue
+                best = peers.loc[peers["median_s"].idxmin()]
+                out.append({**rec, "target": "speed vs best of SDPA kernels and xformers",
+                            "measured": best["median_s"] / t["median_s"], "goal": goal, "against": best["impl"]})
+            elif key["op"] in ("layernorm", "patch_embed"):
+                ref, goal = ("torch", 1.5) if key["op"] == "layernorm" else ("conv", 1.3)
+                base = at[at["impl"] == ref]
+                if len(base):
+                    out.append({**rec, "target": f"speedup over {ref}", "against": ref, "goal": goal,
+                                "measured": base["median_s"].iloc[0] / t["median_s"]})
+                if key["op"] == "layernorm" and bandwidth and np.isfinite(t["bytes_per_s"]):
+                    out.append({**rec, "target": "fraction of measured copy bandwidth", "against": "copy",
+                                "goal": 0.85, "measured": t["bytes_per_s"] / bandwidth})
+    frame = pd.DataFrame(out, columns=cols)
+    order = {op: i for i, op in enumerate(OP_ORDER)}
+    frame = frame.sort_values(["op", "pass", "model", "dtype", "resolution", "batch"], kind="stable",
+                              key=lambda c: c.map(order) if c.name == "op" else c).reset_index(drop=True)
+    # True / False where a goal is set, None where not (object dtype keeps the three apart)
+    frame["met"] = pd.Series([None if not np.isfinite(g) else bool(m >= g)
+                              for m, g in zip(frame["measured"], frame["goal"].astype(float))],
+                             index=frame.index, dtype=object)
+    return frame
+
+
+def _targets_section(df: pd.DataFrame, env: dict) -> list[str]:
+    targets = kernel_targets(df, env)
+    if targets.empty:
+        return []
+    rows = []
+    for r in targets.to_dict("records"):
+        goal = r["goal"]
+        has_goal = goal is not None and np.isfinite(goal)
+        fmt = (lambda x: f"{100 * x:.0f}%") if r["against"] == "copy" else (lambda x: f"{x:.2f}×")
+        verdict = "–" if r["met"] is None else ("met" if r["met"] else "**not met**")
+        rows.append([OP_SHORT.get(r["op"], r["op"]), r["pass"], r["target"], f"{r['model']}, B={int(r['batch'])}, "
+                     f"{r['dtype']}", f"{r['resolution']} px (N={r['tokens']:,})", fmt(r["measured"]),
+                     f"≥ {fmt(goal)}" if has_goal else "none", r["against"], verdict])
+    judged = targets[targets["met"].notna()]
+    met = int(judged["met"].astype(bool).sum())
+    return ["## Triton kernels against their targets", "",
+            f"{met} of {len(judged)} targets met. Attention: the best median among "
+            f"{', '.join(ATTENTION_PEERS)} divided by triton's (> 1: triton is faster); the forward target is "
+            f"0.9× from N = {LONG_SEQUENCE:,} on and 1.0× below it at batch ≥ {BIG_BATCH}, a training step "
+            f"0.8×; below N = {LONG_SEQUENCE:,} with smaller batches no target is set. add + LayerNorm: "
+            "≥ 85% of the measured copy bandwidth (bytes as in the GB/s tables) and ≥ 1.5× the torch backend; "
+            "patch embedding: ≥ 1.3× the conv backend.", "",
+            md_table(["op", "pass", "target", "setting", "size", "measured", "goal", "against", "verdict"], rows,
+                     text_cols=4), ""]
 
 
 def _summary(df: pd.DataFrame, crossings: list[dict]) -> list[str]:
@@ -791,6 +881,7 @@ def write_report(results, out_dir, compare=None) -> Path:
     if env.get("command"):
         lines += ["Produced by:", "", f"```\n{env['command']}\n```", ""]
     lines += _exponent_section(df)
+    lines += _targets_section(df, env)
     lines += share_lines
     lines += ["## Results by op and pass", ""]
     for s in sections:
@@ -871,4 +962,4 @@ def markdown_to_html(text: str, title: str = "fastvit report") -> str:
 
 
 __all__ = ["write_report", "load_results", "fit_exponent", "exponents", "attention_share", "crossover",
-           "markdown_to_html", "Results", "Fit", "Crossover", "FIT_MIN_TOKENS"]
+           "kernel_targets", "markdown_to_html", "Results", "Fit", "Crossover", "FIT_MIN_TOKENS"]

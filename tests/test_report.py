@@ -5,7 +5,7 @@ import math
 import pytest
 
 from fastvit.errors import FastViTError
-from fastvit.report import crossover, exponents, fit_exponent, load_results, write_report
+from fastvit.report import crossover, exponents, fit_exponent, kernel_targets, load_results, write_report
 
 RES = [224, 384, 512, 768, 1024]
 PATCH, DEPTH = 16, 12
@@ -166,3 +166,45 @@ def test_no_rows_is_an_error(tmp_path):
         write_report(tmp_path / "empty.jsonl", tmp_path / "out")
     with pytest.raises(FastViTError, match="does not exist"):
         write_report(tmp_path / "missing.json", tmp_path / "out")
+
+
+def gpu_rows():
+    """A synthetic CUDA run with the Triton kernels timed: attention at a short (197) and a long (1025)
+    length, add + LayerNorm and patch embedding, with ratios on either side of their targets."""
+    rows = []
+    for res, batch in ((224, 64), (512, 8)):
+        n = tokens(res)
+        for backend, median in (("sdpa-flash", 1.0), ("xformers", 0.8), ("triton", 1.0 if res == 224 else 0.85)):
+            rows.append(row("attention", backend, res, median * 1e-3, 1e6, batch=batch))
+        rows.append(row("attention", "sdpa-cudnn", res, None, None, batch=batch, status="skipped: refused"))
+    for backend, median in (("torch", 2e-4), ("triton", 1e-4)):
+        rows.append(row("layernorm", backend, 512, median, 1e6, bytes=2.5e8, norm_backend=backend))
+    for backend, median in (("conv", 1.2e-4), ("triton", 1e-4)):
+        rows.append(row("patch_embed", backend, 512, median, 1e6, bytes=1e8, patch_backend=backend))
+    return rows
+
+
+def test_kernel_targets(tmp_path):
+    env = {"device": "cuda", "device_name": "Synthetic GPU", "copy_bytes_per_s": 3e12}
+    df = load_results(write_jsonl(tmp_path / "g.jsonl", gpu_rows(), env)).rows
+    t = kernel_targets(df, env).set_index(["op", "resolution", "target"])
+    peer = "speed vs best of SDPA kernels and xformers"
+    # 224 px at B=64: xformers (0.8 ms) is the best peer, triton 1.0 ms -> 0.8x, target 1.0x: not met
+    assert t.loc[("attention", 224, peer), "measured"] == pytest.approx(0.8)
+    assert t.loc[("attention", 224, peer), "against"] == "xformers"
+    assert t.loc[("attention", 224, peer), "met"] is False
+    # 512 px (N = 1025) at B=8: 0.8 / 0.85 = 0.94x against the 0.9x target: met
+    assert t.loc[("attention", 512, peer), "measured"] == pytest.approx(0.8 / 0.85)
+    assert t.loc[("attention", 512, peer), "met"] is True
+    assert t.loc[("layernorm", 512, "speedup over torch"), "measured"] == pytest.approx(2.0)
+    assert t.loc[("layernorm", 512, "fraction of measured copy bandwidth"), "measured"] == pytest.approx(2.5e12 / 3e12)
+    assert t.loc[("patch_embed", 512, "speedup over conv"), "met"] is False  # 1.2x < 1.3x
+    text = write_report(tmp_path / "g.jsonl", tmp_path / "out").read_text()
+    assert "## Triton kernels against their targets" in text and "**not met**" in text
+    assert "2 of 5 targets met" in text
+
+
+def test_no_target_section_without_timed_triton_rows(tmp_path):
+    df = load_results(write_jsonl(tmp_path / "r.jsonl", synthetic_rows())).rows
+    assert kernel_targets(df, {}).empty
+    assert "against their targets" not in write_report(tmp_path / "r.jsonl", tmp_path / "out").read_text()
