@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= test
 
-.PHONY: setup test bench clean
+.PHONY: setup test bench bench-gpu clean
 
 # The stamp is refreshed whenever the project's dependencies change.
 $(VENV)/.installed-$(EXTRAS): pyproject.toml scripts/setup_venv.sh
@@ -30,6 +30,13 @@ bench: setup
 	results=$$dir/results.json; [ -s $$results ] || results=$$dir/results.jsonl; \
 	$(PY) -m fastvit.cli report $$results -o $$dir || status=1; \
 	echo "[bench] finished in $$(( $$(date +%s) - start )) s; report: $$dir/report.md"; exit $$status
+
+# The GPU job on a CUDA machine: the equivalence suite on CUDA (fp32/fp16/bf16, xformers and triton
+# included), fastvit check per dtype, the ViT-B/16 and ViT-L/16 sweeps with every backend, and their
+# reports, all under reports/<device>/ (settings: scripts/gpu_job.sh).
+bench-gpu:
+	$(MAKE) setup EXTRAS=test,xformers
+	PYTHON=$(PY) scripts/gpu_job.sh all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# fastvit's whole GPU job, in phases that each fit a 10-minute run:
+#
+#   scripts/gpu_job.sh [PHASE] [OUT_DIR]       PHASE: all (default), tests, sweep, report
+#
+#   tests   the equivalence suite on CUDA (fp32, fp16, bf16; every backend, xformers and triton
+#           included), then `fastvit check --backward` per dtype for ViT-S/16 and ViT-B/16;
+#   sweep   the resolution sweep for each model in MODELS (op-level attention, the whole ViT,
+#           add + LayerNorm, patch embedding; fwd and train; every backend, the Triton kernels
+#           included), plus op-level attention at BIG_BATCH for the short sequences (224 and 384 px)
+#           where launch overhead and block padding decide;
+#   report  `fastvit report` for every results file under OUT_DIR.
+#
+# Everything lands in OUT_DIR (default reports/<device slug>): logs, check-<dtype>.json, one folder per
+# sweep with results.json (pytest-benchmark), results.jsonl (rows as they finished) and the report.
+# With BUNDLE=PATH the folder is also packed into one .tar.gz there (the device tool returns at most 8
+# files). `make bench-gpu` runs this with the project's venv.
+#
+# Settings (environment): PYTHON [python3], DEVICE [cuda], MODELS [vit_base_patch16_224,
+# vit_large_patch16_224], RESOLUTIONS [224,384,512,768,1024], DTYPE [bf16], BATCH [8], BIG_BATCH [64],
+# TIME_BUDGET [5 s per configuration], CHECK_MODELS [vit_small_patch16_224,vit_base_patch16_224],
+# CHECK_DTYPES [fp32,fp16,bf16], BENCH_ARGS (more sweep flags, e.g. --compile).
+# A phase's failure is reported and the next phase still runs; the exit status is non-zero if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+phase=${1:-all}
+case $phase in all|tests|sweep|report) ;; *) echo "usage: $0 [all|tests|sweep|report] [OUT_DIR]" >&2; exit 2;; esac
+PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+MODELS=${MODELS:-vit_base_patch16_224,vit_large_patch16_224}
+RESOLUTIONS=${RESOLUTIONS:-224,384,512,768,1024}
+DTYPE=${DTYPE:-bf16}
+BATCH=${BATCH:-8}
+BIG_BATCH=${BIG_BATCH:-64}
+TIME_BUDGET=${TIME_BUDGET:-5}
+CHECK_MODELS=${CHECK_MODELS:-vit_small_patch16_224,vit_base_patch16_224}
+CHECK_DTYPES=${CHECK_DTYPES:-fp32,fp16,bf16}
+out=${2:-reports/$($PY -m fastvit.benchmark slug --device "$DEVICE")}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+failed=()
+start=$(date +%s)
+
+say() { echo "[gpu-job $(( $(date +%s) - start ))s] $*"; }
+
+environment() {
+    {
+        date -u +%FT%TZ
+        git rev-parse HEAD 2>/dev/null && git status --porcelain --untracked-files=no | head -20
+        nvidia-smi 2>&1 || echo "nvidia-smi: not available"
+        $PY -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda,
+"cudnn", torch.backends.cudnn.version(), "triton", triton.__version__)'
+        $PY -m xformers.info 2>&1 | head -60 || echo "xformers: not importable"
+        $PY -m fastvit.cli backends --device "$DEVICE" --dtype "$DTYPE"
+    } > "$out/environment.txt" 2>&1
+}
+
+run_tests() {
+    say "equivalence suite on $DEVICE"
+    $PY -m pytest -rs tests -q -p no:cacheprovider --junitxml="$out/tests.xml" 2>&1 | tee "$out/tests.log" \
+        || failed+=(tests)
+    for model in ${CHECK_MODELS//,/ }; do
+        for dtype in ${CHECK_DTYPES//,/ }; do
+            say "fastvit check $model $dtype"
+            $PY -m fastvit.cli check --model "$model" --dtype "$dtype" --device "$DEVICE" --backward \
+                --json "$out/check-$model-$dtype.json" 2>&1 | tee -a "$out/check.log" \
+                || failed+=("check-$model-$dtype")
+        done
+    done
+}
+
+sweep() {  # sweep NAME PATH FLAGS...: one pytest-benchmark run of PATH (benchmarks/ or one file) into $out/NAME/
+    local name=$1 path=$2
+    shift 2
+    mkdir -p "$out/$name"
+    say "sweep $name: $path $*"
+    $PY -m pytest "$path" --benchmark-only -v -p no:cacheprovider --device "$DEVICE" --dtype "$DTYPE" \
+        --time-budget "$TIME_BUDGET" --benchmark-columns=median,iqr,rounds --benchmark-sort=name \
+        --benchmark-group-by=func --benchmark-json="$out/$name/results.json" --results="$out/$name/results.jsonl" \
+        "$@" ${BENCH_ARGS:-} 2>&1 | tee "$out/$name/sweep.log" || failed+=("sweep-$name")
+}
+
+run_sweeps() {
+    for model in ${MODELS//,/ }; do
+        sweep "$model" benchmarks/ --model "$model" --resolutions "$RESOLUTIONS" --batch-size "$BATCH"
+    done
+    first=${MODELS%%,*}
+    sweep "$first-attention-b$BIG_BATCH" benchmarks/bench_attention.py --model "$first" --resolutions 224,384 \
+        --batch-size "$BIG_BATCH"
+}
+
+run_reports() {
+    for results in "$out"/*/results.json; do
+        [ -s "$results" ] || results=${results%.json}.jsonl
+        [ -s "$results" ] || continue
+        say "report $(dirname "$results")"
+        $PY -m fastvit.cli report "$results" -o "$(dirname "$results")" || failed+=("report-$(dirname "$results")")
+    done
+}
+
+environment
+case $phase in
+    all) run_tests; run_sweeps; run_reports ;;
+    tests) run_tests ;;
+    sweep) run_sweeps; run_reports ;;
+    report) run_reports ;;
+esac
+
+if [ -n "${BUNDLE:-}" ]; then
+    tar czf "$BUNDLE" -C "$out" .
+    say "bundled $out into $BUNDLE"
+fi
+say "done; results in $out${failed[*]:+; FAILED: ${failed[*]}}"
+[ ${#failed[@]} -eq 0 ]
