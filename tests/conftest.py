@@ -28,6 +28,29 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
+# fastvit's Triton kernels run on CPU tensors only under the interpreter; on a GPU machine (no
+# interpreter) their CPU cases are skipped and device-independent kernel tests run on CUDA.
+TRITON_INTERPRETER = os.environ.get("TRITON_INTERPRET", "0").lower() not in ("", "0", "false", "no")
+KERNEL_DEVICE = "cpu" if TRITON_INTERPRETER or not torch.cuda.is_available() else "cuda"
+
+
+def skip_unless_kernels_run_on(device: str) -> None:
+    """Skip, with the reason, unless the Triton kernels can run on ``device`` in this session."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    if device == "cpu" and not TRITON_INTERPRETER:
+        pytest.skip("Triton kernels run on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1), "
+                    "which is off because this machine has an NVIDIA GPU")
+
+
+@pytest.fixture
+def kernel_device_runs(request):
+    """For kernel tests parametrized by ``device``: skip the devices the kernels cannot run on here
+    (use with ``pytestmark = pytest.mark.usefixtures("kernel_device_runs")``)."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and "device" in callspec.params:
+        skip_unless_kernels_run_on(callspec.params["device"])
+
 
 @pytest.fixture(autouse=True)
 def _seed():

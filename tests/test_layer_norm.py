@@ -19,9 +19,11 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import DEVICES
+from conftest import DEVICES, KERNEL_DEVICE, skip_unless_kernels_run_on
 from fastvit.testing import assert_close, compare, is_low_precision
 from kernels.layer_norm import MAX_HIDDEN, add_layer_norm, add_layer_norm_ref, layer_norm, layer_norm_ref
+
+pytestmark = pytest.mark.usefixtures("kernel_device_runs")
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 CASES = [  # (M rows, D hidden)
@@ -227,22 +229,25 @@ def test_gradient_through_only_y_or_only_s(device):
 @settings(max_examples=8, deadline=None)
 @given(M=st.integers(1, 40), D=st.integers(1, 300), residual=st.booleans())
 def test_property_any_shape_fp32(M, D, residual):
-    x = torch.randn(M, D)
-    r = torch.randn(M, D) if residual else None
-    _check(x, r, *_params(D, "cpu"), torch.float32, label=f"{(M, D)} ")
+    skip_unless_kernels_run_on(KERNEL_DEVICE)
+    x = torch.randn(M, D, device=KERNEL_DEVICE)
+    r = torch.randn(M, D, device=KERNEL_DEVICE) if residual else None
+    _check(x, r, *_params(D, KERNEL_DEVICE), torch.float32, label=f"{(M, D)} ")
 
 
 def test_errors_name_the_problem():
-    x = torch.randn(4, 8)
-    w, b = torch.ones(8), torch.zeros(8)
+    dev = KERNEL_DEVICE
+    skip_unless_kernels_run_on(dev)
+    x = torch.randn(4, 8, device=dev)
+    w, b = torch.ones(8, device=dev), torch.zeros(8, device=dev)
     with pytest.raises(ValueError, match=r"residual shape \(4, 7\) differs from x shape \(4, 8\)"):
-        add_layer_norm(x, torch.randn(4, 7), w, b)
+        add_layer_norm(x, torch.randn(4, 7, device=dev), w, b)
     with pytest.raises(TypeError, match="residual dtype torch.float16 differs"):
         add_layer_norm(x, x.half(), w, b)
     with pytest.raises(ValueError, match=r"weight must have shape \(8,\)"):
-        layer_norm(x, torch.ones(9), b)
+        layer_norm(x, torch.ones(9, device=dev), b)
     with pytest.raises(ValueError, match=r"bias must have shape \(8,\)"):
-        layer_norm(x, w, torch.zeros(4, 2))
+        layer_norm(x, w, torch.zeros(4, 2, device=dev))
     with pytest.raises(TypeError, match="weight dtype torch.float16 must be x's dtype"):
         layer_norm(x, w.half(), b)
     with pytest.raises(TypeError, match="dtype torch.float64"):
@@ -250,10 +255,10 @@ def test_errors_name_the_problem():
     with pytest.raises(TypeError, match="x must be a torch.Tensor, got list"):
         layer_norm([[1.0] * 8], w, b)
     with pytest.raises(ValueError, match="hidden size .* got 0"):
-        layer_norm(torch.randn(4, 0), torch.ones(0), None)
-    wide = torch.randn(1, MAX_HIDDEN + 1)
+        layer_norm(torch.randn(4, 0, device=dev), torch.ones(0, device=dev), None)
+    wide = torch.randn(1, MAX_HIDDEN + 1, device=dev)
     with pytest.raises(ValueError, match=f"hidden size .* 1 to {MAX_HIDDEN}, got {MAX_HIDDEN + 1}"):
-        layer_norm(wide, torch.ones(MAX_HIDDEN + 1), None)
+        layer_norm(wide, torch.ones(MAX_HIDDEN + 1, device=dev), None)
 
 
 def test_cpu_tensors_need_the_interpreter(monkeypatch):

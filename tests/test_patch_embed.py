@@ -15,9 +15,11 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import DEVICES
+from conftest import DEVICES, KERNEL_DEVICE, skip_unless_kernels_run_on
 from fastvit.testing import assert_close, compare, is_low_precision
 from kernels.patch_embed import patch_embed, patch_embed_ref
+
+pytestmark = pytest.mark.usefixtures("kernel_device_runs")
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 CASES = [  # (B, C, H, W, P, E)
@@ -131,15 +133,18 @@ def test_crop_views_never_read_out_of_bounds(device, dtype):
 @given(B=st.integers(1, 2), C=st.integers(1, 3), nh=st.integers(1, 4), nw=st.integers(1, 4),
        P=st.sampled_from([1, 2, 3, 5, 8]), E=st.integers(1, 40))
 def test_property_any_shape_fp32(B, C, nh, nw, P, E):
-    _check(_inputs(B, C, nh * P, nw * P, P, E, "cpu"), torch.float32, label=f"{(B, C, nh, nw, P, E)} ")
+    skip_unless_kernels_run_on(KERNEL_DEVICE)
+    _check(_inputs(B, C, nh * P, nw * P, P, E, KERNEL_DEVICE), torch.float32, label=f"{(B, C, nh, nw, P, E)} ")
 
 
 def test_errors_name_the_problem():
-    images, weight, bias, pos, cls = _inputs(1, 3, 8, 12, 4, 16, "cpu")
+    dev = KERNEL_DEVICE
+    skip_unless_kernels_run_on(dev)
+    images, weight, bias, pos, cls = _inputs(1, 3, 8, 12, 4, 16, dev)
     with pytest.raises(ValueError, match=r"image size 9x12 is not divisible by the patch size 4"):
-        patch_embed(torch.randn(1, 3, 9, 12), weight, bias, pos, cls)
+        patch_embed(torch.randn(1, 3, 9, 12, device=dev), weight, bias, pos, cls)
     with pytest.raises(ValueError, match="images have 1 channels but weight expects 3"):
-        patch_embed(torch.randn(1, 1, 8, 12), weight, bias, pos, cls)
+        patch_embed(torch.randn(1, 1, 8, 12, device=dev), weight, bias, pos, cls)
     with pytest.raises(ValueError, match=r"pos_embed has 5 tokens but a 2x3 patch grid needs 1 \+ 6 = 7"):
         patch_embed(images, weight, bias, pos[:, :5], cls)
     with pytest.raises(ValueError, match=r"images must be 4-D \(B, C, H, W\)"):
