@@ -28,7 +28,7 @@ def sweep(tmp_path_factory):
     env = dict(os.environ)
     cmd = [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "-q", "-p", "no:cacheprovider",
            "--model", "vit_tiny_patch16_224", "--resolutions", "64,192", "--batch-size", "1", "--device", "cpu",
-           "--time-budget", "1", "--threads", "1",
+           "--time-budget", "4", "--threads", "1",  # roomy: these rows must be timed even on a busy machine
            "--benchmark-json", str(out / "results.json"), "--results", str(out / "results.jsonl")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -114,6 +114,24 @@ def test_triton_is_never_timed_on_cpu():
     with pytest.raises(fb.Skip, match="interpreter"):
         sweep.run(case, benchmark=None)
     assert not called and sweep.unmeasured[0]["status"].startswith("skipped: ")
+
+
+def test_time_budget_skips_before_building():
+    """Over-budget configurations are recorded as skipped with the estimate that ruled them out, and
+    nothing is built or run: by FLOPs at the measured matmul peak, then by a smaller size's call."""
+    built = []
+    sweep = fb.Sweep(device=torch.device("cpu"), time_budget=3.0, matmul_peak={"fp32": 1e9})
+    fields = {"resolution": 512, "tokens": 1025, "dtype": "fp32", "pass": "fwd"}
+    big = fb.Case("attention", "naive", fields, build=lambda: built.append(1), flops=5e9)
+    with pytest.raises(fb.Skip, match=r"over the time budget \(5 GFLOP take at least 5.0 s per call at the "
+                                      r"measured matmul peak of 1 GFLOP/s; budget 3 s for 3 rounds\)"):
+        sweep.run(big, benchmark=None)
+    scaled = fb.Case("attention", "naive", fields, build=lambda: built.append(1), flops=4e8)
+    sweep._probes[sweep._series_key(scaled)] = [(1e8, 0.3)]  # a smaller size took 0.3 s per call
+    with pytest.raises(fb.Skip, match=r"estimated 1.2 s per call: 0.30 s measured at a smaller size, scaled by "
+                                      r"the work ratio 4.0; budget 3 s for 3 rounds"):
+        sweep.run(scaled, benchmark=None)
+    assert not built and [r["status"].startswith("skipped: over the time budget") for r in sweep.rows] == [True] * 2
 
 
 def test_cpu_peak_memory_sees_torch_allocations():
