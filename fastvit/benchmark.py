@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 import gc
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -331,6 +332,14 @@ def git_commit(cwd: str | os.PathLike | None = None) -> dict:
         return {}
 
 
+def _triton_autotune_mode() -> str | None:
+    """FASTVIT_AUTOTUNE as the Triton kernels read it (None without triton)."""
+    if importlib.util.find_spec("triton") is None:
+        return None
+    from kernels._common import autotune_mode  # imports triton: only once a sweep is running
+    return autotune_mode()
+
+
 def environment(device: torch.device, command: str | None = None) -> dict:
     """Versions, device and settings that a results file must carry (no GPU queries unless ``device``
     is CUDA)."""
@@ -348,6 +357,7 @@ def environment(device: torch.device, command: str | None = None) -> dict:
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "triton": _package_version("triton"),
         "xformers": _package_version("xformers"),
+        "triton_autotune": _triton_autotune_mode(),
         "pytest_benchmark": _package_version("pytest-benchmark"),
         "git": git_commit(),
         "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

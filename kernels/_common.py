@@ -11,6 +11,36 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() not in ("", "0", "false", "no")
 
 
+AUTOTUNE_ENV = "FASTVIT_AUTOTUNE"
+
+
+def autotune_mode() -> str:
+    """How widely the GPU kernels search block sizes, from the environment variable FASTVIT_AUTOTUNE
+    (read when a kernel module is imported):
+
+    * ``on`` (default; also unset, ``1``): a compact set of configurations per kernel, benchmarked on
+      the first call for each autotuning key;
+    * ``full``: a wide set, for tuning work (many more compilations on the first call);
+    * ``off`` (``0``): one fixed configuration, nothing benchmarked: fast, reproducible compiles for
+      correctness runs on a GPU, where autotuning every new test shape would dominate the run time.
+
+    Under the interpreter the kernels use their own small fixed blocks whatever this says.
+    """
+    value = os.environ.get(AUTOTUNE_ENV, "on").strip().lower()
+    if value in ("", "1", "on", "true", "yes"):
+        return "on"
+    if value in ("0", "off", "false", "no"):
+        return "off"
+    if value == "full":
+        return "full"
+    raise ValueError(f"{AUTOTUNE_ENV}={value!r} is not a valid setting; expected one of on, full, off")
+
+
+def tuning_space(fixed, compact, full) -> list:
+    """The configurations to autotune over in the current mode: ``[fixed]``, ``compact`` or ``full``."""
+    return {"off": [fixed], "on": compact, "full": full}[autotune_mode()]
+
+
 def runnable_on(device: torch.device | str) -> tuple[bool, str]:
     """Can Triton kernels run on tensors living on ``device``? Returns (ok, reason)."""
     device = torch.device(device)

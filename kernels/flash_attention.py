@@ -27,7 +27,9 @@ not twice differentiable; 32-bit offsets within one (batch, head) slice (N * str
 
 Block sizes are autotuned on GPU per (N, BLOCK_D, dtype) -- keyed on the exact N, since a ViT uses a
 handful of sequence lengths and Triton reuses the compiled kernels across N, so a new N costs only
-the benchmarking. Under the interpreter one small fixed configuration is used.
+the benchmarking. FASTVIT_AUTOTUNE picks the search space (kernels._common.autotune_mode): a compact
+one by default, ``full`` for a wide one, ``off`` for the single 32 x 32 blocking that the interpreter
+runs (one small fixed configuration under the interpreter whatever the setting).
 
 Verified on CPU through Triton's interpreter (TRITON_INTERPRET=1) in fp32 and fp16. The interpreter
 computes bf16 ``tl.dot`` wrongly, so bf16 is verified only on GPU (tests/test_flash_attention.py runs
@@ -42,7 +44,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from kernels._common import check_inputs, interpreter_enabled
+from kernels._common import check_inputs, interpreter_enabled, tuning_space
 
 LOG2E = 1.4426950408889634  # exp(x) == exp2(x * LOG2E)
 MIN_HEAD_DIM, MAX_HEAD_DIM = 1, 256
@@ -252,7 +254,7 @@ def _flash_attn_bwd_dq_kernel(
 
 
 # ------------------------------------------------------------------------------------------------
-# Block sizes: autotuned on GPU, one small fixed configuration under the interpreter
+# Block sizes: autotuned on GPU (search space from FASTVIT_AUTOTUNE), fixed under the interpreter
 # ------------------------------------------------------------------------------------------------
 _INTERPRET = interpreter_enabled()  # read once at import; never queries a GPU
 _INTERPRETER_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 32}
@@ -260,11 +262,22 @@ _PREPROCESS_BLOCK_M = 32 if _INTERPRET else 64
 
 
 def _configs(block_ms, block_ns):
+    """The wide search space (FASTVIT_AUTOTUNE=full)."""
     return [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
         for bm in block_ms for bn in block_ns for w in (4, 8) for s in (2, 3, 4)
         if not (bm * bn >= 128 * 128 and w == 4)  # 128 x 128 fp32 tiles need 8 warps
-    ]
+    ] + [_FIXED]
+
+
+def _listed(*configs):
+    """The compact search space (the default): a few (BLOCK_M, BLOCK_N, num_warps, num_stages)."""
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in configs]
+
+
+# FASTVIT_AUTOTUNE=off: the blocking the interpreter tests run in CI, with shallow pipelining so that
+# wide fp32 heads fit in shared memory.
+_FIXED = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=2)
 
 
 def _prune_configs(configs, named_args, **kwargs):
@@ -288,9 +301,20 @@ if _INTERPRET:
     _dkdv_kernel = _flash_attn_bwd_dkdv_kernel
     _dq_kernel = _flash_attn_bwd_dq_kernel
 else:
-    _fwd_kernel = _autotune(_configs((64, 128), (32, 64, 128)))(_flash_attn_fwd_kernel)
-    _dkdv_kernel = _autotune(_configs((32, 64), (64, 128)))(_flash_attn_bwd_dkdv_kernel)
-    _dq_kernel = _autotune(_configs((64, 128), (32, 64)))(_flash_attn_bwd_dq_kernel)
+    # Each compact space keeps at least two tiles of at most 64 x 64 for _prune_configs to choose from.
+    _fwd_kernel = _autotune(tuning_space(
+        _FIXED,
+        _listed((128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3),
+                (64, 32, 4, 2), (32, 32, 4, 2)),
+        _configs((64, 128), (32, 64, 128))))(_flash_attn_fwd_kernel)
+    _dkdv_kernel = _autotune(tuning_space(  # BLOCK_N: the program's key block; BLOCK_M: queries streamed
+        _FIXED,
+        _listed((64, 128, 8, 3), (64, 128, 4, 2), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 2), (32, 32, 4, 2)),
+        _configs((32, 64), (64, 128))))(_flash_attn_bwd_dkdv_kernel)
+    _dq_kernel = _autotune(tuning_space(
+        _FIXED,
+        _listed((128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2), (32, 32, 4, 2)),
+        _configs((64, 128), (32, 64))))(_flash_attn_bwd_dq_kernel)
 
 
 def _blocks() -> dict:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels._common import check_inputs, interpreter_enabled
+from kernels._common import check_inputs, interpreter_enabled, tuning_space
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def _patch_embed_bwd_dimages_kernel(
 
 
 # ------------------------------------------------------------------------------------------------
-# Block sizes: autotuned on GPU, one small fixed configuration under the interpreter
+# Block sizes: autotuned on GPU (search space from FASTVIT_AUTOTUNE), fixed under the interpreter
 # ------------------------------------------------------------------------------------------------
 _INTERPRET = interpreter_enabled()
 _INTERPRETER_META = {
@@ -205,9 +205,17 @@ _INTERPRETER_META = {
 }
 
 
-def _gpu_configs(names, tiles):
-    return [triton.Config(dict(zip(names, tile)), num_warps=w, num_stages=s)
-            for tile in tiles for w in (4, 8) for s in (3, 4)]
+def _gpu_configs(names, fixed):
+    """The three search spaces of FASTVIT_AUTOTUNE for one kernel whose block sizes are ``names``:
+    off -> the interpreter's blocking ``fixed`` (num_warps 4, num_stages 2); on (default) -> the
+    listed tiles, each with the warps and stages that suit its size; full -> every tile of
+    _WIDE_TILES with 4 or 8 warps and 3 or 4 stages."""
+    def config(tile, w, s):
+        return triton.Config(dict(zip(names, tile)), num_warps=w, num_stages=s)
+    return tuning_space(
+        config(tuple(fixed[n] for n in names), 4, 2),
+        [config(tile, w, s) for tile, w, s in _COMPACT],
+        [config(tile, w, s) for tile in _WIDE_TILES for w in (4, 8) for s in (3, 4)])
 
 
 if _INTERPRET:
@@ -215,13 +223,16 @@ if _INTERPRET:
     _dweight_kernel = _patch_embed_bwd_dweight_kernel
     _dimages_kernel = _patch_embed_bwd_dimages_kernel
 else:
-    _TILES = [(64, 64, 32), (128, 64, 32), (64, 128, 32), (128, 128, 32), (128, 128, 64)]
-    _fwd_kernel = triton.autotune(_gpu_configs(("BLOCK_M", "BLOCK_N", "BLOCK_K"), _TILES),
-                                  key=["N", "E", "K", "P", "IEEE"])(_patch_embed_fwd_kernel)
-    _dweight_kernel = triton.autotune(_gpu_configs(("BLOCK_E", "BLOCK_K", "BLOCK_R"), _TILES),
-                                      key=["N", "E", "K", "P", "IEEE"])(_patch_embed_bwd_dweight_kernel)
-    _dimages_kernel = triton.autotune(_gpu_configs(("BLOCK_M", "BLOCK_K", "BLOCK_E"), _TILES),
-                                      key=["N", "E", "K", "P", "IEEE"])(_patch_embed_bwd_dimages_kernel)
+    _WIDE_TILES = [(64, 64, 32), (128, 64, 32), (64, 128, 32), (128, 128, 32), (128, 128, 64)]
+    _COMPACT = [((128, 128, 32), 8, 3), ((128, 64, 32), 4, 4), ((64, 128, 32), 4, 4), ((64, 64, 32), 4, 3),
+                ((128, 128, 64), 8, 3)]
+    _KEY = ["N", "E", "K", "P", "IEEE"]
+    _fwd_kernel = triton.autotune(_gpu_configs(("BLOCK_M", "BLOCK_N", "BLOCK_K"), _INTERPRETER_META["fwd"]),
+                                  key=_KEY)(_patch_embed_fwd_kernel)
+    _dweight_kernel = triton.autotune(_gpu_configs(("BLOCK_E", "BLOCK_K", "BLOCK_R"), _INTERPRETER_META["dweight"]),
+                                      key=_KEY)(_patch_embed_bwd_dweight_kernel)
+    _dimages_kernel = triton.autotune(_gpu_configs(("BLOCK_M", "BLOCK_K", "BLOCK_E"), _INTERPRETER_META["dimages"]),
+                                      key=_KEY)(_patch_embed_bwd_dimages_kernel)
 
 
 # Rows of the d_weight reduction per program (the split over B * N). Under the interpreter it is not a
