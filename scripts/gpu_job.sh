@@ -4,7 +4,10 @@
 #   scripts/gpu_job.sh [PHASE] [OUT_DIR]       PHASE: all (default), tests, sweep, report
 #
 #   tests   the equivalence suite on CUDA (fp32, fp16, bf16; every backend, xformers and triton
-#           included), then `fastvit check --backward` per dtype for ViT-S/16 and ViT-B/16;
+#           included; the Triton kernels with FASTVIT_AUTOTUNE=$TEST_AUTOTUNE, by default off: the
+#           blocking the interpreter verifies in CI, without autotuning each of the suite's many
+#           shapes), then `fastvit check --backward` per dtype for ViT-S/16 and ViT-B/16 with the
+#           kernels autotuned as in the sweep;
 #   sweep   the resolution sweep for each model in MODELS (op-level attention, the whole ViT,
 #           add + LayerNorm, patch embedding; fwd and train; every backend, the Triton kernels
 #           included), plus op-level attention at BIG_BATCH for the short sequences (224 and 384 px)
@@ -19,7 +22,10 @@
 # Settings (environment): PYTHON [python3], DEVICE [cuda], MODELS [vit_base_patch16_224,
 # vit_large_patch16_224], RESOLUTIONS [224,384,512,768,1024], DTYPE [bf16], BATCH [8], BIG_BATCH [64],
 # TIME_BUDGET [5 s per configuration], CHECK_MODELS [vit_small_patch16_224,vit_base_patch16_224],
-# CHECK_DTYPES [fp32,fp16,bf16], BENCH_ARGS (more sweep flags, e.g. --compile).
+# CHECK_DTYPES [fp32,fp16,bf16], TEST_AUTOTUNE [off], FASTVIT_AUTOTUNE [on: the kernels' compact
+# autotuning space for checks and sweeps; full: the wide one], BENCH_ARGS (more sweep flags, e.g.
+# --compile).
+# On a machine with torch and triton but no package registry, run it through scripts/device_job.sh.
 # A phase's failure is reported and the next phase still runs; the exit status is non-zero if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -58,7 +64,7 @@ environment() {
 
 run_tests() {
     say "equivalence suite on $DEVICE"
-    $PY -m pytest -rs tests -q -p no:cacheprovider --junitxml="$out/tests.xml" 2>&1 | tee "$out/tests.log" \
+    FASTVIT_AUTOTUNE=${TEST_AUTOTUNE:-off} $PY -m pytest -rs tests -q -p no:cacheprovider --junitxml="$out/tests.xml" 2>&1 | tee "$out/tests.log" \
         || failed+=(tests)
     for model in ${CHECK_MODELS//,/ }; do
         for dtype in ${CHECK_DTYPES//,/ }; do
@@ -99,6 +105,22 @@ run_reports() {
     done
 }
 
+requirements() {  # fail early, naming what is missing, rather than after minutes of GPU time
+    local missing
+    missing=$($PY - <<'PY'
+import importlib.util
+need = ["torch", "triton", "einops", "numpy", "pandas", "matplotlib", "pytest", "pytest_benchmark", "hypothesis"]
+print(" ".join(m for m in need if importlib.util.find_spec(m) is None))
+PY
+)
+    if [ -n "$missing" ]; then
+        echo "[gpu-job] $PY lacks: $missing (pip install -e '.[test,xformers]', or carry wheels: scripts/gpu_wheels.sh)" >&2
+        exit 3
+    fi
+    $PY -c "import xformers" 2>/dev/null || say "xformers is not importable: its rows will say why"
+}
+
+requirements
 environment
 case $phase in
     all) run_tests; run_sweeps; run_reports ;;
