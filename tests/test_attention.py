@@ -79,3 +79,17 @@ def test_sdpa_reports_the_kernel_it_picks():
 
     q = torch.randn(1, 2, 197, 64)
     assert sdpa_kernel_choice(q, q, q) in PINNED
+
+
+def test_pinned_sdpa_passes_out_of_memory_through(monkeypatch):
+    """Out of memory in a pinned SDPA kernel is not a refusal: it reaches the caller as itself (the
+    benchmark records it as "oom"), not as a BackendError ("skipped")."""
+    q = torch.randn(1, 2, 8, 16)
+    fastvit.attention(q, q, q, backend="sdpa-math")  # available here: probed and cached
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB")
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError, match="Tried to allocate"):
+        fastvit.attention(q, q, q, backend="sdpa-math")

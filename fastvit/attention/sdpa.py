@@ -33,6 +33,8 @@ def _run_pinned(kernel: SDPBackend, q, k, v, scale, dropout_p):
         try:
             with sdpa_kernel(kernel):
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
+        except torch.OutOfMemoryError:  # out of memory is not a refusal: callers record it as such
+            raise
         except RuntimeError as err:
             reasons = [str(w.message).strip() for w in caught]
             reasons.append(str(err).strip())
@@ -61,6 +63,8 @@ def _make(name: str, kernel: SDPBackend):
     def run(q, k, v, *, scale=None, dropout_p=0.0):
         try:
             return _run_pinned(kernel, q, k, v, scale, dropout_p)
+        except torch.OutOfMemoryError:
+            raise
         except RuntimeError as err:
             raise BackendError(f"attention backend {name!r} cannot run on q of shape {tuple(q.shape)}, "
                                f"{q.dtype}, {q.device}: {err}") from None
