@@ -564,7 +564,9 @@ class Sweep:
         except BackendError as err:  # a pinned kernel that PyTorch refuses for this size
             status = f"skipped: {err}"
         except Exception as err:
-            if not is_oom(err):
+            if not is_oom(err):  # a failure: recorded where the report shows it, then raised for pytest
+                first_line = (str(err).strip().splitlines() or [""])[0][:300]
+                self._record(row, f"error: {type(err).__name__}: {first_line}")
                 raise
             status = "oom"
         if status is not None:  # raised here, outside the handlers, so no traceback keeps tensors alive

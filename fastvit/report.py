@@ -280,22 +280,30 @@ def md_table(header: list[str], rows: list[list[str]], numeric: bool = True, tex
     return "\n".join(lines)
 
 
+def _status_kind(status: str) -> str:
+    """A row's status as one word: ok, oom, error (the configuration failed) or skipped (not run)."""
+    if status in ("ok", "oom"):
+        return status
+    return "error" if status.startswith("error") else "skipped"
+
+
 class _Notes:
-    """Numbered footnotes for the reasons of skipped configurations."""
+    """Numbered footnotes for the reasons of skipped (or failed) configurations."""
 
     def __init__(self):
-        self.reasons: list[str] = []
+        self.reasons: list[tuple[str, str]] = []  # (kind, reason)
 
     def cell(self, status: str) -> str:
         if status == "oom":
             return "**oom**"
-        reason = status.split(":", 1)[1].strip() if ":" in status else status
-        if reason not in self.reasons:
-            self.reasons.append(reason)
-        return f"skipped [{self.reasons.index(reason) + 1}]"
+        kind, reason = _status_kind(status), status.split(":", 1)[1].strip() if ":" in status else status
+        if (kind, reason) not in self.reasons:
+            self.reasons.append((kind, reason))
+        number = self.reasons.index((kind, reason)) + 1
+        return f"skipped [{number}]" if kind == "skipped" else f"**{kind}** [{number}]"
 
     def render(self) -> str:
-        return "\n".join(f"[{i + 1}] skipped: {r}  " for i, r in enumerate(self.reasons))
+        return "\n".join(f"[{i + 1}] {kind}: {r}  " for i, (kind, r) in enumerate(self.reasons))
 
 
 def _res_header(g: pd.DataFrame) -> tuple[list[int], list[str]]:
@@ -410,7 +418,7 @@ def _plot_scaling(g: pd.DataFrame, path: Path, title: str, other: pd.DataFrame |
                 if len(kernels) == 1:  # plain sdpa overlaps the pinned kernel it chose: say which
                     label += f" (ran {kernels[0]})"
                 if len(bad) and len(good):
-                    kinds = sorted({"oom" if s == "oom" else "skipped" for s in bad["status"]})
+                    kinds = sorted({_status_kind(s) for s in bad["status"]})
                     label += f" ({'/'.join(kinds)} at {', '.join(str(int(r)) for r in bad['resolution'])} px)"
                 if good.empty:
                     continue
@@ -769,9 +777,11 @@ def _summary(df: pd.DataFrame, crossings: list[dict]) -> list[str]:
     budget = status.str.contains("time budget|memory available", regex=True).sum()
     oom = (status == "oom").sum()
     ok = (status == "ok").sum()
-    lines.append(f"- {len(df)} configurations: {ok} measured, {oom} out of memory, {budget} skipped as over the "
-                 f"time or memory budget, {len(df) - ok - oom - budget} skipped because the backend cannot run "
-                 "here.")
+    errors = status.str.startswith("error").sum()
+    lines.append(f"- {len(df)} configurations: {ok} measured, {oom} out of memory, "
+                 + (f"**{errors} failed with an error**, " if errors else "")
+                 + f"{budget} skipped as over the time or memory budget, {len(df) - ok - oom - errors - budget} "
+                 "skipped because the backend cannot run here.")
     return lines
 
 

@@ -134,6 +134,19 @@ def test_time_budget_skips_before_building():
     assert not built and [r["status"].startswith("skipped: over the time budget") for r in sweep.rows] == [True] * 2
 
 
+def test_a_failing_configuration_is_recorded_then_raised():
+    """An exception other than out-of-memory leaves an "error: ..." row (so the report shows the failure)
+    and still fails the benchmark test."""
+    def build():
+        raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore detail")
+
+    sweep = fb.Sweep(device=torch.device("cpu"), time_budget=1.0)
+    case = fb.Case("attention", "sdpa", {"resolution": 64, "tokens": 17, "dtype": "fp32"}, build=build, flops=1.0)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        sweep.run(case, benchmark=None)
+    assert sweep.unmeasured[0]["status"] == "error: RuntimeError: CUDA error: an illegal memory access was encountered"
+
+
 def test_cpu_peak_memory_sees_torch_allocations():
     def alloc():
         a = torch.empty(2 ** 20, dtype=torch.uint8)  # 1 MiB

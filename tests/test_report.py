@@ -208,3 +208,14 @@ def test_no_target_section_without_timed_triton_rows(tmp_path):
     df = load_results(write_jsonl(tmp_path / "r.jsonl", synthetic_rows())).rows
     assert kernel_targets(df, {}).empty
     assert "against their targets" not in write_report(tmp_path / "r.jsonl", tmp_path / "out").read_text()
+
+
+def test_failed_configurations_are_shown_as_errors(tmp_path):
+    """A configuration that raised (not oom, not a refusal) is a failure the report calls one."""
+    rows = synthetic_rows()
+    rows.append(row("attention", "sdpa-cudnn", 512, None, None,
+                    status="error: RuntimeError: cuDNN Frontend error: no valid execution plan"))
+    text = write_report(write_jsonl(tmp_path / "r.jsonl", rows), tmp_path / "out").read_text()
+    assert "**error** [" in text
+    assert "] error: RuntimeError: cuDNN Frontend error: no valid execution plan" in text
+    assert "**1 failed with an error**" in text
