@@ -11,7 +11,8 @@
   the time budget, measures its memory in a call of its own, then times it with pytest-benchmark's
   ``pedantic`` (explicit rounds). On CUDA every timed round is bracketed by synchronisations and
   preceded, untimed, by a 256 MB write that flushes the L2 cache; CUDA-event times of the same rounds
-  are kept as ``kernel_median_s``.
+  are kept as ``kernel_median_s`` (quartiles ``kernel_q1_s``, ``kernel_q3_s``): the report's CUDA
+  figures, free of the synchronisation and Python around each round.
 - The device's own yardsticks, measured in the same run: GEMM throughput (fp32 on CPU, the sweep's
   dtype on GPU) and copy bandwidth.
 - The environment of a run (versions, device, threads, commit, command line) and the JSONL writer
@@ -368,7 +369,7 @@ def environment(device: torch.device, command: str | None = None) -> dict:
                                "sum of torch's CPU allocations and frees during the call"),
         "timing_method": ("pytest-benchmark pedantic rounds, each bracketed by torch.cuda.synchronize and "
                           "preceded by an untimed 256 MB L2 flush; CUDA-event times of the same rounds in "
-                          "kernel_median_s") if cuda else
+                          "kernel_median_s / kernel_q1_s / kernel_q3_s, which fastvit report uses") if cuda else
                          (f"pytest-benchmark pedantic rounds (time.perf_counter) on "
                           f"{torch.get_num_threads()} torch threads"),
     }
@@ -581,6 +582,8 @@ class Sweep:
                    stddev_s=stats.stddev, min_s=stats.min, max_s=stats.max, rounds=stats.rounds)
         if kernel_times:
             row["kernel_median_s"] = statistics.median(kernel_times)
+            q1, _, q3 = statistics.quantiles(kernel_times, n=4) if len(kernel_times) > 1 else kernel_times * 3
+            row.update(kernel_q1_s=q1, kernel_q3_s=q3)
         if case.flops:
             row["flops_per_s"] = case.flops / stats.median
         if case.bytes is not None:

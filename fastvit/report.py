@@ -115,6 +115,15 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     df["status"] = df["status"].fillna("ok").astype(object)
     ok = df["status"] == "ok"
     df.loc[~ok, ["median_s", "iqr_s", "q1_s", "q3_s"]] = np.nan
+    # CUDA rows: the CUDA-event times of the timed rounds are the kernels' own time; pytest-benchmark's
+    # wall-clock figures add the synchronisation and Python around every round (kept as wall_*_s).
+    events = ok & df["kernel_median_s"].notna()
+    if events.any():
+        for q in ("median", "q1", "q3"):
+            df[f"wall_{q}_s"] = df[f"{q}_s"]
+            kernel = pd.to_numeric(df[f"kernel_{q}_s"], errors="coerce") if f"kernel_{q}_s" in df else np.nan
+            df.loc[events, f"{q}_s"] = pd.Series(kernel, index=df.index).fillna(df["kernel_median_s"])[events]
+        df.loc[events, "iqr_s"] = df["q3_s"] - df["q1_s"]
     df["flops_per_s"] = df["flops"] / df["median_s"]
     df["bytes_per_s"] = df["bytes"] / df["median_s"]
     df["impl"] = [_impl_label(r) for r in df.to_dict("records")]
@@ -689,34 +698,37 @@ def kernel_targets(df: pd.DataFrame, env: dict) -> pd.DataFrame:
       speedup over the torch backend (>= 1.5);
     - patch embedding: the speedup over the conv backend (>= 1.3).
 
-    Only timed rows count; a configuration without a timed triton row (or peer) gives no row.
+    A triton row that was not timed (oom, skipped, error) gives a row with no measurement and its
+    status, which counts as not met where a goal is set; a target without any timed peer gives no row.
     """
-    cols = GROUP + ["resolution", "tokens", "target", "measured", "goal", "met", "against"]
+    cols = GROUP + ["resolution", "tokens", "target", "measured", "goal", "met", "against", "status"]
     out = []
-    ok = df[(df["status"] == "ok") & (df["impl"] == df["backend"])]
+    rows = df[df["impl"] == df["backend"]]
     bandwidth = env.get("copy_bytes_per_s")
-    for key, g in _groups(ok):
+    for key, g in _groups(rows):
         triton = g[g["impl"] == "triton"].set_index("resolution")
-        if triton.empty:
-            continue
+        if not {_status_kind(st) for st in triton["status"]} & {"ok", "oom", "error"}:
+            continue  # triton not run in this setting at all (e.g. a CPU sweep): no targets to judge
         for res, t in triton.iterrows():
-            at = g[g["resolution"] == res]
-            rec = {**key, "resolution": int(res), "tokens": int(t["tokens"])}
+            at = g[(g["resolution"] == res) & (g["status"] == "ok")]
+            rec = {**key, "resolution": int(res), "tokens": int(t["tokens"]), "status": t["status"]}
             if key["op"] == "attention":
                 peers = at[at["impl"].isin(ATTENTION_PEERS)]
                 goal = _attention_target(key["pass"], int(t["tokens"]), int(key["batch"]))
                 if peers.empty:
                     continue
                 best = peers.loc[peers["median_s"].idxmin()]
+                timed = sorted(peers["impl"])
                 out.append({**rec, "target": "speed vs best of SDPA kernels and xformers",
-                            "measured": best["median_s"] / t["median_s"], "goal": goal, "against": best["impl"]})
+                            "measured": best["median_s"] / t["median_s"], "goal": goal,
+                            "against": best["impl"] + (f" (of {', '.join(timed)})" if len(timed) > 1 else "")})
             elif key["op"] in ("layernorm", "patch_embed"):
                 ref, goal = ("torch", 1.5) if key["op"] == "layernorm" else ("conv", 1.3)
                 base = at[at["impl"] == ref]
                 if len(base):
                     out.append({**rec, "target": f"speedup over {ref}", "against": ref, "goal": goal,
                                 "measured": base["median_s"].iloc[0] / t["median_s"]})
-                if key["op"] == "layernorm" and bandwidth and np.isfinite(t["bytes_per_s"]):
+                if key["op"] == "layernorm" and bandwidth and (t["status"] != "ok" or np.isfinite(t["bytes_per_s"])):
                     out.append({**rec, "target": "fraction of measured copy bandwidth", "against": "copy",
                                 "goal": 0.85, "measured": t["bytes_per_s"] / bandwidth})
     frame = pd.DataFrame(out, columns=cols)
@@ -724,8 +736,8 @@ def kernel_targets(df: pd.DataFrame, env: dict) -> pd.DataFrame:
     frame = frame.sort_values(["op", "pass", "model", "dtype", "resolution", "batch"], kind="stable",
                               key=lambda c: c.map(order) if c.name == "op" else c).reset_index(drop=True)
     # True / False where a goal is set, None where not (object dtype keeps the three apart)
-    frame["met"] = pd.Series([None if not np.isfinite(g) else bool(m >= g)
-                              for m, g in zip(frame["measured"], frame["goal"].astype(float))],
+    frame["met"] = pd.Series([None if not np.isfinite(g) else bool(np.isfinite(m) and m >= g)
+                              for m, g in zip(frame["measured"].astype(float), frame["goal"].astype(float))],
                              index=frame.index, dtype=object)
     return frame
 
@@ -739,9 +751,13 @@ def _targets_section(df: pd.DataFrame, env: dict) -> list[str]:
         goal = r["goal"]
         has_goal = goal is not None and np.isfinite(goal)
         fmt = (lambda x: f"{100 * x:.0f}%") if r["against"] == "copy" else (lambda x: f"{x:.2f}×")
+        timed = r["status"] == "ok"
         verdict = "–" if r["met"] is None else ("met" if r["met"] else "**not met**")
+        if not timed:
+            verdict = f"**not measured** ({_status_kind(r['status'])})" + ("" if r["met"] is None else ": not met")
         rows.append([OP_SHORT.get(r["op"], r["op"]), r["pass"], r["target"], f"{r['model']}, B={int(r['batch'])}, "
-                     f"{r['dtype']}", f"{r['resolution']} px (N={r['tokens']:,})", fmt(r["measured"]),
+                     f"{r['dtype']}", f"{r['resolution']} px (N={r['tokens']:,})",
+                     fmt(r["measured"]) if timed else "–",
                      f"≥ {fmt(goal)}" if has_goal else "none", r["against"], verdict])
     judged = targets[targets["met"].notna()]
     met = int(judged["met"].astype(bool).sum())
@@ -886,8 +902,9 @@ def write_report(results, out_dir, compare=None) -> Path:
     lines = [f"# fastvit resolution sweep: {device}", "",
              "Tokens N = (resolution / patch)² + 1. Attention's work grows as N² (and its memory too, where the "
              "N × N scores are materialized); everything else in a ViT grows as N. Each configuration is timed "
-             "with pytest-benchmark (median and interquartile range over the rounds); peak memory is measured in "
-             "a separate call. See reports/README.md of fastvit for how to read this report.", "",
+             "with pytest-benchmark (median and interquartile range over the rounds"
+             + ("; on CUDA the CUDA-event times of those rounds" if df["kernel_median_s"].notna().any() else "")
+             + "); peak memory is measured in a separate call. See reports/README.md of fastvit for how to read this report.", "",
              "## Summary", "", *_summary(df, crossings), "",
              "## Environment", "", md_table(["", ""], _env_rows(env), numeric=False), ""]
     if env.get("command"):

@@ -191,7 +191,7 @@ def test_kernel_targets(tmp_path):
     peer = "speed vs best of SDPA kernels and xformers"
     # 224 px at B=64: xformers (0.8 ms) is the best peer, triton 1.0 ms -> 0.8x, target 1.0x: not met
     assert t.loc[("attention", 224, peer), "measured"] == pytest.approx(0.8)
-    assert t.loc[("attention", 224, peer), "against"] == "xformers"
+    assert t.loc[("attention", 224, peer), "against"] == "xformers (of sdpa-flash, xformers)"
     assert t.loc[("attention", 224, peer), "met"] is False
     # 512 px (N = 1025) at B=8: 0.8 / 0.85 = 0.94x against the 0.9x target: met
     assert t.loc[("attention", 512, peer), "measured"] == pytest.approx(0.8 / 0.85)
@@ -202,6 +202,30 @@ def test_kernel_targets(tmp_path):
     text = write_report(tmp_path / "g.jsonl", tmp_path / "out").read_text()
     assert "## Triton kernels against their targets" in text and "**not met**" in text
     assert "2 of 5 targets met" in text
+
+
+def test_kernel_targets_show_untimed_triton_rows_and_use_cuda_event_times(tmp_path):
+    env = {"device": "cuda", "device_name": "Synthetic GPU", "copy_bytes_per_s": 3e12}
+    rows = gpu_rows()
+    for r in rows:  # CUDA-event times, 10% below the wall-clock medians, are what the report uses
+        if r["status"] == "ok":
+            r.update(kernel_median_s=0.9 * r["median_s"], kernel_q1_s=0.89 * r["median_s"],
+                     kernel_q3_s=0.91 * r["median_s"])
+    for backend in ("sdpa-flash", "triton"):  # 768 px at B=8: triton ran out of memory, flash did not
+        rows.append(row("attention", backend, 768, 2e-3, 1e6, batch=8) if backend != "triton" else
+                    row("attention", backend, 768, None, None, batch=8, status="oom"))
+    df = load_results(write_jsonl(tmp_path / "g.jsonl", rows, env)).rows
+    flash = df[(df["backend"] == "sdpa-flash") & (df["resolution"] == 224)].iloc[0]
+    assert flash["median_s"] == pytest.approx(0.9e-3) and flash["wall_median_s"] == pytest.approx(1e-3)
+    assert flash["iqr_s"] == pytest.approx(0.02e-3)
+    t = kernel_targets(df, env).set_index(["op", "resolution", "target"])
+    peer = "speed vs best of SDPA kernels and xformers"
+    assert t.loc[("attention", 224, peer), "measured"] == pytest.approx(0.8)  # ratios of event times
+    assert t.loc[("attention", 224, peer), "against"] == "xformers (of sdpa-flash, xformers)"
+    assert t.loc[("attention", 768, peer), "status"] == "oom" and t.loc[("attention", 768, peer), "met"] is False
+    text = write_report(tmp_path / "g.jsonl", tmp_path / "out").read_text()
+    assert "**not measured** (oom): not met" in text and "3 of 6 targets met" in text  # LayerNorm now 93%
+    assert "on CUDA the CUDA-event times of those rounds" in text
 
 
 def test_no_target_section_without_timed_triton_rows(tmp_path):
