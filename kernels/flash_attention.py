@@ -23,7 +23,8 @@ projection need no copy. fp32 inputs use ``input_precision="ieee"`` so the fp32 
 not TF32; fp16/bf16 inputs use tensor-core dots with fp32 accumulation.
 
 Known limits: self-attention only (q, k, v of one shape), non-causal, no attention mask, no dropout;
-not twice differentiable; 32-bit offsets within one (batch, head) slice (N * stride_n < 2**31).
+not twice differentiable; 32-bit offsets within one (batch, head) slice: an input whose slice spans
+2**31 elements or more is copied to the contiguous layout first, and N * D must be at most 2**31.
 
 Block sizes are autotuned on GPU per (N, BLOCK_D, dtype) -- keyed on the exact N, since a ViT uses a
 handful of sequence lengths and Triton reuses the compiled kernels across N, so a new N costs only
@@ -78,10 +79,13 @@ def _flash_attn_fwd_kernel(
     qk_scale,  # softmax scale * log2(e): scores feed exp2 directly
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    # one flat grid axis (CUDA caps grid axis y at 65535, which B * H may pass); the block varies fastest
+    num_m = tl.cdiv(N, BLOCK_M)
+    pid_m = tl.program_id(0) % num_m
+    pid_bh = tl.program_id(0) // num_m
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
+    row0 = pid_bh.to(tl.int64) * N  # this (batch, head)'s first row in Lse and Delta
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -112,7 +116,7 @@ def _flash_attn_fwd_kernel(
 
     acc = acc / l_i[:, None]
     # Natural-log LSE: (m + log2 l) * ln 2.
-    tl.store(Lse + pid_bh * N + offs_m, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=mask_m)
+    tl.store(Lse + row0 + offs_m, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=mask_m)
     tl.store(Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
              acc.to(Out.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
 
@@ -127,10 +131,13 @@ def _flash_attn_bwd_preprocess_kernel(
     H, N, D,
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    # one flat grid axis (CUDA caps grid axis y at 65535, which B * H may pass); the block varies fastest
+    num_m = tl.cdiv(N, BLOCK_M)
+    pid_m = tl.program_id(0) % num_m
+    pid_bh = tl.program_id(0) // num_m
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
+    row0 = pid_bh.to(tl.int64) * N  # this (batch, head)'s first row in Lse and Delta
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mask = (offs_m[:, None] < N) & (offs_d[None, :] < D)
@@ -138,7 +145,7 @@ def _flash_attn_bwd_preprocess_kernel(
                 mask=mask, other=0.0).to(tl.float32)
     do = tl.load(DOut + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod,
                  mask=mask, other=0.0).to(tl.float32)
-    tl.store(Delta + pid_bh * N + offs_m, tl.sum(o * do, 1), mask=offs_m < N)
+    tl.store(Delta + row0 + offs_m, tl.sum(o * do, 1), mask=offs_m < N)
 
 
 @triton.jit
@@ -158,10 +165,12 @@ def _flash_attn_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
 ):
     # Works on the transposed problem (keys along rows) so that no probability tile needs transposing.
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    num_n = tl.cdiv(N, BLOCK_N)  # one flat grid axis, as in the forward
+    pid_n = tl.program_id(0) % num_n
+    pid_bh = tl.program_id(0) // num_n
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
+    row0 = pid_bh.to(tl.int64) * N  # this (batch, head)'s first row in Lse and Delta
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -184,8 +193,8 @@ def _flash_attn_bwd_dkdv_kernel(
         mask_md = mask_m[:, None] & mask_d[None, :]
         q = tl.load(q_ptrs + start_m * stride_qn, mask=mask_md, other=0.0)  # (BLOCK_M, BLOCK_D)
         do = tl.load(do_ptrs + start_m * stride_don, mask=mask_md, other=0.0)  # (BLOCK_M, BLOCK_D)
-        lse2 = tl.load(Lse + pid_bh * N + rows, mask=mask_m, other=0.0) * 1.4426950408889634  # log2 units
-        delta = tl.load(Delta + pid_bh * N + rows, mask=mask_m, other=0.0)
+        lse2 = tl.load(Lse + row0 + rows, mask=mask_m, other=0.0) * 1.4426950408889634  # log2 units
+        delta = tl.load(Delta + row0 + rows, mask=mask_m, other=0.0)
         st = _dot(k, tl.trans(q), IEEE)  # (BLOCK_N, BLOCK_M) scores, transposed
         # Mask before exp2: a padded lane would otherwise get exp2(-lse), which overflows when every
         # score of the row is very negative (and inf * 0 is NaN).
@@ -217,10 +226,13 @@ def _flash_attn_bwd_dq_kernel(
     sm_scale, qk_scale,  # softmax scale, and softmax scale * log2(e)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    # one flat grid axis (CUDA caps grid axis y at 65535, which B * H may pass); the block varies fastest
+    num_m = tl.cdiv(N, BLOCK_M)
+    pid_m = tl.program_id(0) % num_m
+    pid_bh = tl.program_id(0) // num_m
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
+    row0 = pid_bh.to(tl.int64) * N  # this (batch, head)'s first row in Lse and Delta
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -232,8 +244,8 @@ def _flash_attn_bwd_dq_kernel(
                 mask=mask_md, other=0.0)  # (BLOCK_M, BLOCK_D)
     do = tl.load(DOut + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod,
                  mask=mask_md, other=0.0)  # (BLOCK_M, BLOCK_D)
-    lse2 = tl.load(Lse + pid_bh * N + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
-    delta = tl.load(Delta + pid_bh * N + offs_m, mask=mask_m, other=0.0)
+    lse2 = tl.load(Lse + row0 + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
+    delta = tl.load(Delta + row0 + offs_m, mask=mask_m, other=0.0)
     k_ptrs = K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
     v_ptrs = V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
 
@@ -281,12 +293,18 @@ _FIXED = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=2
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    """Autotuner's early prune: true-fp32 dots (no tensor cores: operands live in registers) and head
-    dims above 128 get tiles of at most 64 x 64, which keeps compile times and spills in check."""
-    if kwargs["IEEE"] or kwargs["BLOCK_D"] > 128:
-        small = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64]
-        return small or configs[:1]
-    return configs
+    """Autotuner's early prune, so that no time goes into compiling configurations that cannot fit:
+    true-fp32 dots (no tensor cores: operands live in registers) and head dims above 128 get tiles of
+    at most 64 x 64; fp32 with head dims above 128 also at most 64 along each side and two pipeline
+    stages (deeper pipelines of 256-wide fp32 tiles need more than the 227 KB of shared memory an
+    H100 block may use)."""
+    ieee, wide = kwargs["IEEE"], kwargs["BLOCK_D"] > 128
+    if not (ieee or wide):
+        return configs
+    small = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64]
+    if ieee and wide:
+        small = [c for c in small if max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) <= 64 and c.num_stages <= 2]
+    return small or [_FIXED]
 
 
 def _autotune(configs):
@@ -351,14 +369,31 @@ def _validate(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(reason)
 
 
+_INT32_LIMIT = 2 ** 31
+
+
+def _within_int32(t: torch.Tensor, name: str) -> torch.Tensor:
+    """``t`` itself if its (batch, head) slices are addressable with 32-bit offsets, as the kernels
+    address them; otherwise its contiguous copy (a slice then spans N * D elements), e.g. for a
+    sequence-first view of a very large tensor. Raises ValueError where even that does not fit."""
+    N, D = t.shape[2], t.shape[3]
+    if (N - 1) * abs(t.stride(2)) + (D - 1) * abs(t.stride(3)) < _INT32_LIMIT:
+        return t
+    if N * D > _INT32_LIMIT:  # contiguous, the last element of a slice sits at offset N * D - 1
+        raise ValueError(f"flash_attention: {name} has N * D = {N} * {D} = {N * D} elements per (batch, head) "
+                         f"slice; at most 2**31 are supported")
+    return t.contiguous()
+
+
 def _flash_attn_fwd(q, k, v, scale: float):
     """Launch the forward. Returns out (B, H, N, D) contiguous and lse (B, H, N) fp32."""
+    q, k, v = _within_int32(q, "q"), _within_int32(k, "k"), _within_int32(v, "v")
     B, H, N, D = q.shape
     out = torch.empty((B, H, N, D), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, H, N), device=q.device, dtype=torch.float32)
     if out.numel() == 0:
         return out, lse
-    grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]), B * H)  # noqa: E731
+    grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]) * B * H,)  # noqa: E731
     _fwd_kernel[grid](
         q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         H, N, D, scale * LOG2E,
@@ -369,6 +404,7 @@ def _flash_attn_fwd(q, k, v, scale: float):
 
 def _flash_attn_bwd(do, q, k, v, out, lse, scale: float):
     """Launch the backward (preprocess, dK/dV, dQ). Returns contiguous (dq, dk, dv)."""
+    q, k, v, do = (_within_int32(t, name) for t, name in ((q, "q"), (k, "k"), (v, "v"), (do, "grad_output")))
     B, H, N, D = q.shape
     dq = torch.empty((B, H, N, D), device=q.device, dtype=q.dtype)
     dk = torch.empty_like(dq)
@@ -377,16 +413,16 @@ def _flash_attn_bwd(do, q, k, v, out, lse, scale: float):
         return dq, dk, dv
     block_d, ieee = _block_d(D), q.dtype == torch.float32
     delta = torch.empty_like(lse)
-    _flash_attn_bwd_preprocess_kernel[(triton.cdiv(N, _PREPROCESS_BLOCK_M), B * H)](
+    _flash_attn_bwd_preprocess_kernel[(triton.cdiv(N, _PREPROCESS_BLOCK_M) * B * H,)](
         out, do, delta, *out.stride(), *do.stride(), H, N, D,
         BLOCK_M=_PREPROCESS_BLOCK_M, BLOCK_D=block_d,
     )
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
-    _dkdv_kernel[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]), B * H)](
+    _dkdv_kernel[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]) * B * H,)](
         q, k, v, do, dk, dv, lse, delta, *strides, *dk.stride(), H, N, D, scale, scale * LOG2E,
         BLOCK_D=block_d, IEEE=ieee, **_blocks(),
     )
-    _dq_kernel[lambda meta: (triton.cdiv(N, meta["BLOCK_M"]), B * H)](
+    _dq_kernel[lambda meta: (triton.cdiv(N, meta["BLOCK_M"]) * B * H,)](
         q, k, v, do, dq, lse, delta, *strides, *dq.stride(), H, N, D, scale, scale * LOG2E,
         BLOCK_D=block_d, IEEE=ieee, **_blocks(),
     )

@@ -183,7 +183,7 @@ def _num_programs_bwd(M: int, block_m: int, device: torch.device) -> tuple[int, 
         if index not in _SM_COUNT:  # queried on first use, never at import
             _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
         target = 4 * _SM_COUNT[index]
-        rows = triton.cdiv(triton.cdiv(M, target), block_m) * block_m
+        rows = max(block_m, triton.cdiv(triton.cdiv(M, target), block_m) * block_m)  # M = 0: no programs
     return triton.cdiv(M, rows), rows
 
 

@@ -7,6 +7,7 @@ the interpreter computes bf16 ``tl.dot`` wrongly, so bf16 is tested on CUDA only
 Every comparison takes the float64 reference from the very inputs the kernel saw (already rounded
 to the tested dtype), so the error measured is the kernel's own, not the rounding of the inputs.
 """
+import importlib
 import math
 
 import pytest
@@ -253,3 +254,18 @@ def test_backward_is_deterministic_on_cuda(dtype):
     first, second = _grads(flash_attention, q, k, v, grad_out), _grads(flash_attention, q, k, v, grad_out)
     for name, a, b in zip(("out", "dq", "dk", "dv"), first, second):
         assert torch.equal(a, b), f"{name} differs between two identical runs"
+
+
+def test_slices_beyond_32_bit_offsets_are_made_contiguous():
+    """The kernels address one (batch, head) slice with 32-bit offsets: a view whose slice spans 2**31
+    elements is copied to the contiguous layout first, and a slice that cannot fit is refused by name."""
+    within = importlib.import_module("kernels.flash_attention")._within_int32
+    fits = torch.empty(2, 3, 197, 64, device="meta").transpose(1, 2).transpose(1, 2)
+    assert within(fits, "q") is fits
+    strided = torch.empty_strided((1, 2, 3, 8), (0, 8, 2 ** 30, 1), device="meta")  # sequence stride 2**30
+    copied = within(strided, "k")
+    assert copied.is_contiguous() and copied.shape == strided.shape
+    largest = torch.empty(1, 1, 2 ** 16, 2 ** 15, device="meta")  # N * D = 2**31: last offset 2**31 - 1
+    assert within(largest, "v") is largest
+    with pytest.raises(ValueError, match=r"v has N \* D = 65536 \* 32769 = 2147549184 elements per \(batch, head\)"):
+        within(torch.empty(1, 1, 2 ** 16, 2 ** 15 + 1, device="meta"), "v")

@@ -15,6 +15,8 @@ helper asserts that); the kernel may be at most twice as far off, per fastvit.te
 reference gets the very fp16 values (inputs and incoming gradients) the kernel gets, so input rounding
 is not counted as error.
 """
+import importlib
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -273,3 +275,30 @@ def test_mixed_devices_rejected():
     x = torch.randn(2, 8, device="cuda")
     with pytest.raises(ValueError, match="one device"):
         add_layer_norm(x, x, torch.ones(8), None)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_rows_forward_and_backward(device):
+    """Zero rows: empty outputs and zero weight / bias gradients, forward and backward."""
+    x = torch.randn(0, 48, device=device, requires_grad=True)
+    r = torch.randn(0, 48, device=device, requires_grad=True)
+    w = torch.randn(48, device=device, requires_grad=True)
+    b = torch.randn(48, device=device, requires_grad=True)
+    y, s = add_layer_norm(x, r, w, b)
+    assert y.shape == s.shape == (0, 48)
+    (y.sum() + s.sum()).backward()
+    assert x.grad.shape == r.grad.shape == (0, 48)
+    assert torch.equal(w.grad, torch.zeros(48, device=device)) and torch.equal(b.grad, torch.zeros(48, device=device))
+
+
+def test_backward_split_on_gpu_never_divides_by_zero(monkeypatch):
+    """The GPU's split of the backward's rows over programs (no GPU needed: the SM count is given)."""
+    ln = importlib.import_module("kernels.layer_norm")  # the module, not the function kernels exports
+
+    monkeypatch.setattr(ln, "_INTERPRET", False)
+    monkeypatch.setitem(ln._SM_COUNT, 0, 132)
+    cuda0 = torch.device("cuda", 0)
+    assert ln._num_programs_bwd(0, 16, cuda0) == (0, 16)
+    for M in (1, 15, 16, 1000, 197 * 64, 10 ** 6):
+        programs, rows = ln._num_programs_bwd(M, 16, cuda0)
+        assert rows % 16 == 0 and (programs - 1) * rows < M <= programs * rows and programs <= 4 * 132
