@@ -34,8 +34,10 @@ def make_case(settings, impl: str, vit_norm: str, vit_patch: str, resolution: in
         reasons.append(f"{resolution} px is not divisible by the patch size {cfg.patch_size}")
 
     def build() -> fb.Workload:
-        model = fastvit.create_model(settings.model, attn_backend=backend, img_size=resolution, dynamic_img_size=True,
-                                     norm_backend=vit_norm, patch_backend=vit_patch).to(device, dtype)
+        with torch.device(device):  # parameters created and initialized on the device itself
+            model = fastvit.create_model(settings.model, attn_backend=backend, img_size=resolution,
+                                         dynamic_img_size=True, norm_backend=vit_norm, patch_backend=vit_patch)
+        model = model.to(dtype)
         model.train(train)
         images = torch.randn(B, cfg.in_chans, resolution, resolution, device=device, dtype=dtype)
         forward = fb.maybe_compile(model, compiled)

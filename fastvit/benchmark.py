@@ -478,7 +478,7 @@ class Sweep:
         cuda = device.type == "cuda"
         budget = time_budget if time_budget is not None else (10.0 if cuda else 30.0)
         sweep = cls(device=device, time_budget=budget, writer=writer,
-                    min_rounds=10 if cuda else 3, max_rounds=1000 if cuda else 100,
+                    min_rounds=10 if cuda else 3, max_rounds=200 if cuda else 100,
                     target_time=min(0.5 if cuda else 1.0, budget / 10), warmup_rounds=3 if cuda else 1)
         peak_dtypes = set(dtypes) | ({"fp32"} if not cuda else set())
         sweep.matmul_peak = {d: measure_matmul_peak(device, DTYPES[d]) for d in sorted(peak_dtypes)}
