@@ -22,7 +22,8 @@
 # Settings (environment): PYTHON [python3], DEVICE [cuda], MODELS [vit_base_patch16_224,
 # vit_large_patch16_224], RESOLUTIONS [224,384,512,768,1024], DTYPE [bf16], BATCH [8], BIG_BATCH [64],
 # TIME_BUDGET [5 s per configuration], CHECK_MODELS [vit_small_patch16_224,vit_base_patch16_224],
-# CHECK_DTYPES [fp32,fp16,bf16], TEST_AUTOTUNE [off], FASTVIT_AUTOTUNE [on: the kernels' compact
+# CHECK_DTYPES [fp32,fp16,bf16], SWEEP_TIMEOUT [none: seconds per sweep, then it is interrupted and
+# what it measured is kept], TEST_AUTOTUNE [off], FASTVIT_AUTOTUNE [on: the kernels' compact
 # autotuning space for checks and sweeps; full: the wide one], BENCH_ARGS (more sweep flags, e.g.
 # --compile).
 # On a machine with torch and triton but no package registry, run it through scripts/device_job.sh.
@@ -42,13 +43,35 @@ BIG_BATCH=${BIG_BATCH:-64}
 TIME_BUDGET=${TIME_BUDGET:-5}
 CHECK_MODELS=${CHECK_MODELS:-vit_small_patch16_224,vit_base_patch16_224}
 CHECK_DTYPES=${CHECK_DTYPES:-fp32,fp16,bf16}
-out=${2:-reports/$($PY -m fastvit.benchmark slug --device "$DEVICE")}
-mkdir -p "$out"
+SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-}
 export PYTHONUNBUFFERED=1
 failed=()
 start=$(date +%s)
 
 say() { echo "[gpu-job $(( $(date +%s) - start ))s] $*"; }
+
+requirements() {  # fail early, naming what is missing, rather than after minutes of GPU time
+    local missing need="torch triton einops numpy pandas matplotlib pytest pytest_benchmark"
+    case $phase in all|tests) need="$need hypothesis" ;; esac
+    missing=$($PY -c 'import importlib.util, sys; print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))' $need)
+    if [ -n "$missing" ]; then
+        echo "[gpu-job] $PY lacks: $missing (pip install -e '.[test,xformers]', or carry wheels: scripts/gpu_wheels.sh)" >&2
+        exit 3
+    fi
+    $PY -c "import xformers" 2>/dev/null || say "xformers is not importable: its rows will say why"
+}
+
+requirements
+out=${2:-reports/$($PY -m fastvit.benchmark slug --device "$DEVICE")}
+mkdir -p "$out"
+
+bundle() {  # on every exit, also an interrupted one, so that whatever was measured comes back
+    if [ -n "${BUNDLE:-}" ]; then
+        tar czf "$BUNDLE" -C "$out" . && say "bundled $out into $BUNDLE"
+    fi
+}
+trap bundle EXIT
+trap 'exit 143' TERM INT  # turn a termination into an exit, so the EXIT trap still bundles
 
 environment() {
     {
@@ -80,8 +103,10 @@ sweep() {  # sweep NAME PATH FLAGS...: one pytest-benchmark run of PATH (benchma
     local name=$1 path=$2
     shift 2
     mkdir -p "$out/$name"
+    rm -f "$out/$name/results.json" "$out/$name/results.jsonl"  # never report a stale run as this one
     say "sweep $name: $path $*"
-    $PY -m pytest "$path" --benchmark-only -v -p no:cacheprovider --device "$DEVICE" --dtype "$DTYPE" \
+    # with SWEEP_TIMEOUT, an interrupt (pytest still writes its JSON) ends a sweep that runs too long
+    ${SWEEP_TIMEOUT:+timeout -s INT -k 30 "$SWEEP_TIMEOUT"} $PY -m pytest "$path" --benchmark-only -v -p no:cacheprovider --device "$DEVICE" --dtype "$DTYPE" \
         --time-budget "$TIME_BUDGET" --benchmark-columns=median,iqr,rounds --benchmark-sort=name \
         --benchmark-group-by=func --benchmark-json="$out/$name/results.json" --results="$out/$name/results.jsonl" \
         "$@" ${BENCH_ARGS:-} 2>&1 | tee "$out/$name/sweep.log" || failed+=("sweep-$name")
@@ -105,22 +130,6 @@ run_reports() {
     done
 }
 
-requirements() {  # fail early, naming what is missing, rather than after minutes of GPU time
-    local missing
-    missing=$($PY - <<'PY'
-import importlib.util
-need = ["torch", "triton", "einops", "numpy", "pandas", "matplotlib", "pytest", "pytest_benchmark", "hypothesis"]
-print(" ".join(m for m in need if importlib.util.find_spec(m) is None))
-PY
-)
-    if [ -n "$missing" ]; then
-        echo "[gpu-job] $PY lacks: $missing (pip install -e '.[test,xformers]', or carry wheels: scripts/gpu_wheels.sh)" >&2
-        exit 3
-    fi
-    $PY -c "import xformers" 2>/dev/null || say "xformers is not importable: its rows will say why"
-}
-
-requirements
 environment
 case $phase in
     all) run_tests; run_sweeps; run_reports ;;
@@ -129,9 +138,5 @@ case $phase in
     report) run_reports ;;
 esac
 
-if [ -n "${BUNDLE:-}" ]; then
-    tar czf "$BUNDLE" -C "$out" .
-    say "bundled $out into $BUNDLE"
-fi
 say "done; results in $out${failed[*]:+; FAILED: ${failed[*]}}"
 [ ${#failed[@]} -eq 0 ]

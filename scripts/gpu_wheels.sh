@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pyver=${1:-3.12}
+rm -rf .whl  # wheels for another Python must not be carried along
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$pyver" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform any -d .whl "xformers==0.0.35" "hypothesis>=6" sortedcontainers "attrs>=22.2"
