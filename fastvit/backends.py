@@ -79,7 +79,9 @@ class Registry:
 
     def resolve(self, explicit: str | None = None) -> str:
         """The backend name in force: explicit > context manager > environment variable > default."""
-        for name in (explicit, self._context.get(), os.environ.get(self.env_var) or None):
+        if explicit is not None:  # checked first and alone: a model with its backends set explicitly
+            return self.get(explicit).name  # then never reads the context, which torch.compile cannot trace
+        for name in (self._context.get(), os.environ.get(self.env_var) or None):
             if name is not None:
                 return self.get(name).name
         return self.default

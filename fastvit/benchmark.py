@@ -596,9 +596,12 @@ class Sweep:
         row.update(work.info)
         cuda = self.device.type == "cuda"
         reset = work.reset or (lambda: None)
-        if cuda or split_impl(case.backend)[1]:
+        compiled = split_impl(case.backend)[1]
+        if cuda or compiled:
             reset()
             work.fn()  # compilation, autotuning and library workspaces stay out of memory figure and probe
+        if compiled:
+            row.update(compile_stats())
         reset()
         start = time.perf_counter()
         row["peak_mem_bytes"] = peak_memory(work.fn, self.device)  # a call of its own, never timed
@@ -650,7 +653,28 @@ class Sweep:
 
 
 def maybe_compile(fn: Callable, compiled: bool) -> Callable:
-    return torch.compile(fn) if compiled else fn
+    """``torch.compile(fn)`` for a ``+compile`` row, after clearing dynamo's caches and counters: each
+    row compiles afresh (no recompile limit shared across rows silently running eager code) and
+    :func:`compile_stats` then describes this row's compilation alone."""
+    if not compiled:
+        return fn
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    return torch.compile(fn)
+
+
+def compile_stats() -> dict:
+    """Graphs captured and graph breaks since the last :func:`maybe_compile`: a compiled row that broke
+    its graph runs partly as eager PyTorch, and its row says so."""
+    from torch._dynamo.utils import counters
+
+    breaks = counters.get("graph_break", {})
+    return {"compile_graphs": int(counters.get("stats", {}).get("unique_graphs", 0)),
+            "compile_graph_breaks": int(sum(breaks.values())),
+            "compile_break_reasons": sorted({str(r).strip().splitlines()[0][:200] for r in breaks})}
 
 
 def row_summary(row: dict) -> str:
@@ -690,5 +714,5 @@ __all__ = [
     "attention_flops", "vit_flops", "add_layer_norm_bytes", "patch_embed_bytes", "patch_embed_flops",
     "num_tokens", "split_impl", "peak_memory", "cpu_peak_memory", "cuda_peak_memory", "rss_peak_memory",
     "measure_matmul_peak", "measure_copy_bandwidth", "environment", "device_name", "device_slug",
-    "default_device", "maybe_compile", "row_summary",
+    "compile_stats", "default_device", "maybe_compile", "row_summary",
 ]

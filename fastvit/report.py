@@ -789,6 +789,13 @@ def _summary(df: pd.DataFrame, crossings: list[dict]) -> list[str]:
         if c["backend"] in ("naive", "sdpa"):
             lines.append(f"- ViT {PASS_TITLES.get(c['pass'], c['pass'])} with {c['backend']}: attention's share of "
                          f"the model's time {c['crossover'].sentence()}.")
+    if "compile_graph_breaks" in df:
+        compiled = df[(df["status"] == "ok") & df["compile_graph_breaks"].notna()]
+        broken = compiled[compiled["compile_graph_breaks"] > 0]
+        if len(broken):
+            reasons = sorted({r for rs in broken.get("compile_break_reasons", []) if isinstance(rs, list) for r in rs})
+            lines.append(f"- torch.compile: {len(broken)} of {len(compiled)} compiled configurations broke their graph "
+                         "and ran partly as eager PyTorch" + (f" ({'; '.join(reasons)[:400]})" if reasons else "") + ".")
     status = df["status"].astype(str)
     budget = status.str.contains("time budget|memory available", regex=True).sum()
     oom = (status == "oom").sum()

@@ -155,3 +155,24 @@ def test_cpu_peak_memory_sees_torch_allocations():
         return torch.empty(2 ** 20, dtype=torch.uint8)
 
     assert fb.cpu_peak_memory(alloc) == 4 * 2 ** 20
+
+
+def test_compiled_rows_count_their_graphs_and_breaks():
+    """maybe_compile starts each row's compilation afresh; compile_stats tells a whole graph from one
+    that broke (and so runs partly as eager PyTorch)."""
+    def whole(x):
+        return x.sin() + 1
+
+    def broken(x):
+        y = x.sin()
+        torch._dynamo.graph_break()
+        return y + 1
+
+    x = torch.randn(8)
+    fb.maybe_compile(whole, True)(x)
+    stats = fb.compile_stats()
+    assert stats["compile_graphs"] == 1 and stats["compile_graph_breaks"] == 0
+    fb.maybe_compile(broken, True)(x)
+    stats = fb.compile_stats()
+    assert stats["compile_graphs"] == 2 and stats["compile_graph_breaks"] >= 1 and stats["compile_break_reasons"]
+    assert fb.maybe_compile(whole, False) is whole

@@ -243,3 +243,13 @@ def test_failed_configurations_are_shown_as_errors(tmp_path):
     assert "**error** [" in text
     assert "] error: RuntimeError: cuDNN Frontend error: no valid execution plan" in text
     assert "**1 failed with an error**" in text
+
+
+def test_compiled_rows_with_graph_breaks_are_called_out(tmp_path):
+    rows = synthetic_rows()
+    for res, breaks in ((512, 2), (768, 0)):
+        rows.append(row("attention", "sdpa+compile", res, 1e-3, 1e6, compile_graphs=1 + breaks,
+                        compile_graph_breaks=breaks, compile_break_reasons=["Unsupported method call"] if breaks else []))
+    text = write_report(write_jsonl(tmp_path / "r.jsonl", rows), tmp_path / "out").read_text()
+    assert ("- torch.compile: 1 of 2 compiled configurations broke their graph and ran partly as eager PyTorch "
+            "(Unsupported method call).") in text
