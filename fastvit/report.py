@@ -121,8 +121,8 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     if events.any():
         for q in ("median", "q1", "q3"):
             df[f"wall_{q}_s"] = df[f"{q}_s"]
-            kernel = pd.to_numeric(df[f"kernel_{q}_s"], errors="coerce") if f"kernel_{q}_s" in df else np.nan
-            df.loc[events, f"{q}_s"] = pd.Series(kernel, index=df.index).fillna(df["kernel_median_s"])[events]
+            kernel = pd.to_numeric(df.get(f"kernel_{q}_s", df["kernel_median_s"]), errors="coerce")
+            df.loc[events, f"{q}_s"] = kernel.fillna(df["kernel_median_s"])[events]
         df.loc[events, "iqr_s"] = df["q3_s"] - df["q1_s"]
     df["flops_per_s"] = df["flops"] / df["median_s"]
     df["bytes_per_s"] = df["bytes"] / df["median_s"]

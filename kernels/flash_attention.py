@@ -65,6 +65,18 @@ def _dot(a, b, IEEE: tl.constexpr):
 
 
 @triton.jit
+def _program_ids(N, H, BLOCK: tl.constexpr):
+    """This program's sequence block, batch, head and first row of (batch, head) in Lse / Delta.
+
+    One flat grid axis of cdiv(N, BLOCK) * B * H programs, the block varying fastest: CUDA caps grid
+    axis y at 65535, which B * H may pass. Batch, head and row offsets are 64-bit."""
+    num_blocks = tl.cdiv(N, BLOCK)
+    pid_bh = tl.program_id(0) // num_blocks
+    return tl.program_id(0) % num_blocks, (pid_bh // H).to(tl.int64), (pid_bh % H).to(tl.int64), \
+        pid_bh.to(tl.int64) * N
+
+
+@triton.jit
 def _flash_attn_fwd_kernel(
     Q,    # (B, H, N, D) queries, any strides
     K,    # (B, H, N, D) keys, any strides
@@ -79,13 +91,7 @@ def _flash_attn_fwd_kernel(
     qk_scale,  # softmax scale * log2(e): scores feed exp2 directly
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
 ):
-    # one flat grid axis (CUDA caps grid axis y at 65535, which B * H may pass); the block varies fastest
-    num_m = tl.cdiv(N, BLOCK_M)
-    pid_m = tl.program_id(0) % num_m
-    pid_bh = tl.program_id(0) // num_m
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
-    row0 = pid_bh.to(tl.int64) * N  # this (batch, head)'s first row in Lse and Delta
+    pid_m, b, h, row0 = _program_ids(N, H, BLOCK_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -131,13 +137,7 @@ def _flash_attn_bwd_preprocess_kernel(
     H, N, D,
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    # one flat grid axis (CUDA caps grid axis y at 65535, which B * H may pass); the block varies fastest
-    num_m = tl.cdiv(N, BLOCK_M)
-    pid_m = tl.program_id(0) % num_m
-    pid_bh = tl.program_id(0) // num_m
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
-    row0 = pid_bh.to(tl.int64) * N  # this (batch, head)'s first row in Lse and Delta
+    pid_m, b, h, row0 = _program_ids(N, H, BLOCK_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mask = (offs_m[:, None] < N) & (offs_d[None, :] < D)
@@ -165,12 +165,7 @@ def _flash_attn_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
 ):
     # Works on the transposed problem (keys along rows) so that no probability tile needs transposing.
-    num_n = tl.cdiv(N, BLOCK_N)  # one flat grid axis, as in the forward
-    pid_n = tl.program_id(0) % num_n
-    pid_bh = tl.program_id(0) // num_n
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
-    row0 = pid_bh.to(tl.int64) * N  # this (batch, head)'s first row in Lse and Delta
+    pid_n, b, h, row0 = _program_ids(N, H, BLOCK_N)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -226,13 +221,7 @@ def _flash_attn_bwd_dq_kernel(
     sm_scale, qk_scale,  # softmax scale, and softmax scale * log2(e)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
 ):
-    # one flat grid axis (CUDA caps grid axis y at 65535, which B * H may pass); the block varies fastest
-    num_m = tl.cdiv(N, BLOCK_M)
-    pid_m = tl.program_id(0) % num_m
-    pid_bh = tl.program_id(0) // num_m
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
-    row0 = pid_bh.to(tl.int64) * N  # this (batch, head)'s first row in Lse and Delta
+    pid_m, b, h, row0 = _program_ids(N, H, BLOCK_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -387,7 +376,6 @@ def _within_int32(t: torch.Tensor, name: str) -> torch.Tensor:
 
 def _flash_attn_fwd(q, k, v, scale: float):
     """Launch the forward. Returns out (B, H, N, D) contiguous and lse (B, H, N) fp32."""
-    q, k, v = _within_int32(q, "q"), _within_int32(k, "k"), _within_int32(v, "v")
     B, H, N, D = q.shape
     out = torch.empty((B, H, N, D), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, H, N), device=q.device, dtype=torch.float32)
@@ -404,7 +392,7 @@ def _flash_attn_fwd(q, k, v, scale: float):
 
 def _flash_attn_bwd(do, q, k, v, out, lse, scale: float):
     """Launch the backward (preprocess, dK/dV, dQ). Returns contiguous (dq, dk, dv)."""
-    q, k, v, do = (_within_int32(t, name) for t, name in ((q, "q"), (k, "k"), (v, "v"), (do, "grad_output")))
+    do = _within_int32(do, "grad_output")  # q, k, v were fitted before the forward saved them
     B, H, N, D = q.shape
     dq = torch.empty((B, H, N, D), device=q.device, dtype=q.dtype)
     dk = torch.empty_like(dq)
@@ -437,6 +425,7 @@ class FlashAttentionFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, scale):
+        q, k, v = _within_int32(q, "q"), _within_int32(k, "k"), _within_int32(v, "v")
         out, lse = _flash_attn_fwd(q, k, v, scale)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.scale = scale
