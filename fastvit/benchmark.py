@@ -320,14 +320,16 @@ def _package_version(name: str) -> str | None:
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> dict:
-    """``{"id": sha, "dirty": bool}`` of the checkout, or ``{}`` outside a git repository."""
+    """``{"id": sha, "dirty": bool}`` of the checkout, or ``{}`` outside a git repository. Changes under
+    reports/ do not count: a sweep that regenerates a committed report rewrites them itself."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
     try:
         sha = git("rev-parse", "HEAD")
         if sha.returncode:
             return {}
-        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip() != ""
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                    ":(top,exclude)reports").stdout.strip() != ""
         return {"id": sha.stdout.strip(), "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {}

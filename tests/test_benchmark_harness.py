@@ -176,3 +176,22 @@ def test_compiled_rows_count_their_graphs_and_breaks():
     stats = fb.compile_stats()
     assert stats["compile_graphs"] == 2 and stats["compile_graph_breaks"] >= 1 and stats["compile_break_reasons"]
     assert fb.maybe_compile(whole, False) is whole
+
+
+def test_git_commit_ignores_regenerated_reports(tmp_path):
+    """A sweep rewriting a committed report under reports/ does not mark its own run as uncommitted
+    code; a change anywhere else does."""
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "report.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert fb.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "reports" / "report.md").write_text("new\n")
+    assert fb.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert fb.git_commit(tmp_path)["dirty"] is True
