@@ -21,12 +21,10 @@ test: setup
 #   make bench BENCH_ARGS="--resolutions=224,384 --attn-backend=naive,sdpa --compile"
 BENCH_ARGS ?=
 bench: setup
-	@dir=reports/$$($(PY) -m fastvit.benchmark slug); start=$$(date +%s); \
-	mkdir -p $$dir && rm -f $$dir/results.json $$dir/results.jsonl $$dir/report.md $$dir/*.png; \
-	echo "[bench] sweep on $$($(PY) -m fastvit.benchmark device), results in $$dir"; \
-	$(PY) -m pytest benchmarks/ --benchmark-only -v -p no:cacheprovider \
-		--benchmark-columns=median,iqr,rounds --benchmark-sort=name --benchmark-group-by=func \
-		--benchmark-json=$$dir/results.json --results=$$dir/results.jsonl $(BENCH_ARGS); status=$$?; \
+	@dir=reports/$$($(PY) -m fastvit.bench slug); start=$$(date +%s); \
+	mkdir -p $$dir && rm -f $$dir/report.md $$dir/*.png; \
+	echo "[bench] sweep on $$($(PY) -m fastvit.bench device), results in $$dir"; \
+	PYTHON=$(PY) scripts/sweep.sh $$dir benchmarks/ $(BENCH_ARGS); status=$$?; \
 	results=$$dir/results.json; [ -s $$results ] || results=$$dir/results.jsonl; \
 	$(PY) -m fastvit.cli report $$results -o $$dir || status=1; \
 	echo "[bench] finished in $$(( $$(date +%s) - start )) s; report: $$dir/report.md"; exit $$status

@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastvit import benchmark as fb
-from fastvit.backends import ATTENTION, NORM, PATCH, _load_all
-from fastvit.presets import list_models, preset_config
+from fastvit import bench as fb
+from fastvit.devices import DTYPES, default_device
+from fastvit.models import list_models, preset_config
+from fastvit.ops import ATTENTION, NORM, PATCH
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -43,19 +44,21 @@ def pytest_addoption(parser):
     g.addoption("--patch-backend", metavar="A,B", help="patch-embedding backends (default: all; the whole-model "
                 "sweep uses the default 'conv' unless this is given)")
     g.addoption("--resolutions", default="224,384,512,768,1024", metavar="R,R", help="square image sizes in px")
-    g.addoption("--model", help="preset whose shapes are used (default: vit_base_patch16_224 on CUDA, "
-                "vit_tiny_patch16_224 on CPU)")
-    g.addoption("--dtype", metavar="D,D", help="fp32, bf16, fp16 (default: bf16 on CUDA, fp32 on CPU)")
-    g.addoption("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
-    g.addoption("--batch-size", type=int, help="default: 8 on CUDA, 4 on CPU")
+    g.addoption("--model", help="preset whose shapes are used (default per device: "
+                + ", ".join(f"{d}: {v.model}" for d, v in fb.DEFAULTS.items()) + ")")
+    g.addoption("--dtype", metavar="D,D", help=f"{', '.join(DTYPES)} (default per device: "
+                + ", ".join(f"{d}: {v.dtype}" for d, v in fb.DEFAULTS.items()) + ")")
+    g.addoption("--device", choices=list(fb.DEFAULTS), help="default: cuda if available, else cpu")
+    g.addoption("--batch-size", type=int, help="default per device: "
+                + ", ".join(f"{d}: {v.batch}" for d, v in fb.DEFAULTS.items()))
     g.addoption("--pass", dest="fastvit_pass", default="fwd,train", metavar="P,P",
                 help="fwd (inference under no_grad) and/or train (forward + backward)")
     g.addoption("--compile", action="store_true", help="add a torch.compile row ('<backend>+compile') per backend")
     g.addoption("--results", metavar="PATH", help="JSONL file the rows are appended to as they finish "
                 "(default: .benchmarks/fastvit-<device>.jsonl; a new sweep starts a new file)")
     g.addoption("--time-budget", type=float, metavar="S", help="seconds of timed rounds one configuration may "
-                "take (default 30 on CPU, 10 on CUDA); a configuration whose single call would exceed "
-                "budget / min rounds is recorded as skipped")
+                "take (default per device: " + ", ".join(f"{d}: {v.time_budget:g}" for d, v in fb.DEFAULTS.items())
+                + "); a configuration whose single call would exceed budget / min rounds is recorded as skipped")
     g.addoption("--threads", type=int, help="torch CPU threads (default: the CPUs this process may use)")
 
 
@@ -93,17 +96,16 @@ def _backends(config, option: str, registry, compile_: bool) -> list[str]:
 
 
 def _settings(config) -> Settings:
-    _load_all()
-    device = torch.device(config.getoption("device") or fb.default_device().type)
+    device = torch.device(config.getoption("device") or default_device().type)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError("--device=cuda but CUDA is not available")
-    cuda = device.type == "cuda"
-    model = config.getoption("model") or ("vit_base_patch16_224" if cuda else "vit_tiny_patch16_224")
+    defaults = fb.defaults_for(device)
+    model = config.getoption("model") or defaults.model
     if model not in list_models():
         raise pytest.UsageError(f"--model: unknown preset {model!r}; known: {', '.join(list_models())}")
-    dtypes = _split(config.getoption("dtype") or ("bf16" if cuda else "fp32"))
+    dtypes = _split(config.getoption("dtype") or defaults.dtype)
     passes = _split(config.getoption("fastvit_pass"))
-    for value, allowed, flag in ((dtypes, fb.DTYPES, "--dtype"), (passes, fb.PASSES, "--pass")):
+    for value, allowed, flag in ((dtypes, DTYPES, "--dtype"), (passes, fb.PASSES, "--pass")):
         bad = [v for v in value if v not in allowed]
         if bad:
             raise pytest.UsageError(f"{flag}: unknown {bad}; choose from {', '.join(allowed)}")
@@ -122,7 +124,7 @@ def _settings(config) -> Settings:
     vit_patch = _split(config.getoption("patch_backend")) if config.getoption("patch_backend") else [PATCH.default]
     results = Path(config.getoption("results") or f".benchmarks/fastvit-{device.type}.jsonl")
     return Settings(device=device, model=model, resolutions=resolutions,
-                    batch=config.getoption("batch_size") or (8 if cuda else 4), dtypes=dtypes, passes=passes,
+                    batch=config.getoption("batch_size") or defaults.batch, dtypes=dtypes, passes=passes,
                     impls=impls, vit_norm=vit_norm, vit_patch=vit_patch, results=results,
                     time_budget=config.getoption("time_budget"))
 
@@ -180,22 +182,33 @@ def sweep(request, settings) -> fb.Sweep:
     return sw
 
 
+def _timer(benchmark):
+    """The sweep's Timer through pytest-benchmark's public API: ``pedantic`` with explicit rounds. A call
+    that raises inside it marks the benchmark as failed, so pytest-benchmark leaves it out of its JSON."""
+    if getattr(benchmark, "disabled", False):
+        return None
+
+    def timer(fn, setup, rounds, warmup):
+        benchmark.pedantic(fn, setup=setup, rounds=rounds, warmup_rounds=warmup, iterations=1)
+        s = benchmark.stats.stats
+        return fb.Stats(median=s.median, iqr=s.iqr, q1=s.q1, q3=s.q3, mean=s.mean, stddev=s.stddev, min=s.min,
+                        max=s.max, rounds=s.rounds)
+    return timer
+
+
 @pytest.fixture
 def measure(request, benchmark, sweep):
-    """``measure(case)``: run one configuration; a non-ok outcome becomes a pytest skip with its status."""
+    """``measure(case)``: run one configuration; a skipped or out-of-memory outcome becomes a pytest
+    skip with its status, an error a failure with its exception."""
     def run(case: fb.Case) -> dict:
-        try:
-            row = sweep.run(case, benchmark)
-        except fb.Skip as skip:
-            request.node.user_properties.append(("fastvit_row", skip.row))
-            if benchmark.stats is not None:  # rounds had begun: keep the partial stats out of the JSON
-                session = request.config._benchmarksession
-                if benchmark.stats in session.benchmarks:
-                    session.benchmarks.remove(benchmark.stats)
-            pytest.skip(skip.status)
-        benchmark.extra_info.update(row)
-        request.node.user_properties.append(("fastvit_row", row))
-        return row
+        outcome = sweep.run(case, _timer(benchmark))
+        request.node.user_properties.append(("fastvit_row", outcome.row))
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.status != "ok":
+            pytest.skip(outcome.status)
+        benchmark.extra_info.update(outcome.row)
+        return outcome.row
     return run
 
 

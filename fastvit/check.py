@@ -12,12 +12,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from fastvit.backends import ATTENTION, NORM, PATCH
-from fastvit.presets import create_model
-from fastvit.testing import compare
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-REFERENCE = {"attention": "naive", "norm": "torch", "patch": "conv"}
+from fastvit.devices import DTYPES, default_device
+from fastvit.models import create_model
+from fastvit.registry import registries
+from fastvit.testing import BASELINE_ATTENTION, compare
 
 
 @dataclass
@@ -37,13 +35,10 @@ class CheckResult:
         return self.status == "fail" or self.status.startswith("error")
 
 
-def _set(model, op: str, name: str):
-    {"attention": model.set_attn_backend, "norm": model.set_norm_backend, "patch": model.set_patch_backend}[op](name)
-
-
 def _configure(model, **chosen):
-    for op, ref in REFERENCE.items():
-        _set(model, op, chosen.get(op, ref))
+    """Every op on its reference backend, except those in ``chosen``."""
+    for op, reg in registries().items():
+        model.set_backend(op, chosen.get(op, reg.reference.name))
     return model
 
 
@@ -65,14 +60,14 @@ def run_check(model_name: str = "vit_small_patch16_224", *, backends: dict[str, 
 
     Args:
         model_name: preset name.
-        backends: ``{"attention": [...], "norm": [...], "patch": [...]}``; an op left out is checked
+        backends: ``{op: [backend, ...]}`` (ops: attention, norm, patch); an op left out is checked
             with every registered backend; a backend named explicitly that cannot run is a failure,
             one picked by default that cannot run is reported as skipped.
         dtype: "fp32", "bf16" or "fp16".
         device: "cpu" or "cuda" (default: CUDA when present).
         backward: also compare the gradient of sum(logits^2) with respect to the images.
     """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(device or default_device())
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     torch_dtype = DTYPES[dtype]
@@ -80,8 +75,9 @@ def run_check(model_name: str = "vit_small_patch16_224", *, backends: dict[str, 
     base = create_model(model_name, img_size=img_size).eval()
     # Sharper attention than the default initialisation gives, so backends differ where it matters.
     with torch.no_grad():
-        for blk in base.blocks:
-            blk.attn.qkv.weight.mul_(4.0)
+        for name, p in base.named_parameters():
+            if name.endswith("qkv.weight"):
+                p.mul_(4.0)
     images = torch.randn(batch, base.cfg.in_chans, *base.cfg.img_size)
 
     ref_model = _configure(copy.deepcopy(base).double().to(device))
@@ -89,21 +85,18 @@ def run_check(model_name: str = "vit_small_patch16_224", *, backends: dict[str, 
     low = torch_dtype != torch.float32
     baseline_logits = baseline_grad = None
     if low:
-        bmodel = _configure(copy.deepcopy(base).to(device, torch_dtype), attention="sdpa-math")
+        bmodel = _configure(copy.deepcopy(base).to(device, torch_dtype), attention=BASELINE_ATTENTION)
         baseline_logits, baseline_grad = _run(bmodel, images.to(device, torch_dtype), backward)
     naive = _configure(copy.deepcopy(base).to(device, torch_dtype))
     naive_top1 = _run(naive, images.to(device, torch_dtype), False)[0].argmax(-1)
 
     results = []
-    ops = {"attention": ATTENTION, "norm": NORM, "patch": PATCH}
-    for op, registry in ops.items():
+    for op, registry in registries().items():
         names = (backends or {}).get(op)
         explicit = names is not None
         for name in (names if explicit else registry.names()):
-            shape = {"attention": {"head_dim": base.cfg.embed_dim // base.cfg.num_heads},
-                     "norm": {"hidden": base.cfg.embed_dim}, "patch": {"patch_size": base.cfg.patch_size}}[op]
             try:
-                ok, reason = registry.availability(name, device, torch_dtype, **shape)
+                ok, reason = base.backend_availability(op, name, device, torch_dtype)
             except Exception as err:  # an unknown name is reported, not raised, in a sweep of checks
                 results.append(CheckResult(op, name, f"error: {err}"))
                 continue

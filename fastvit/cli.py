@@ -7,6 +7,8 @@ import sys
 
 import torch
 
+from fastvit.devices import DTYPES
+
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
@@ -15,18 +17,12 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def cmd_backends(args) -> int:
-    from fastvit.backends import list_backends
-    from fastvit.check import DTYPES
+    from fastvit import list_backends
+    from fastvit.devices import DTYPES, default_device
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = DTYPES[args.dtype]
-    from fastvit.backends import REGISTRIES, _load_all
-
-    _load_all()
-    rows = []
-    for op, registry in REGISTRIES.items():
-        for row in registry.rows(device, dtype):
-            rows.append([op, row["name"], "yes" if row["available"] else "no", row["reason"] or row["description"]])
+    device = args.device or default_device().type
+    rows = [[r["op"], r["name"], "yes" if r["available"] else "no", r["reason"] or r["description"]]
+            for r in list_backends(device, dtype=DTYPES[args.dtype])]
     print(f"device: {device}, dtype: {args.dtype}")
     print(_table(rows, ["op", "backend", "available", "reason / description"]))
     return 0
@@ -34,6 +30,8 @@ def cmd_backends(args) -> int:
 
 def cmd_check(args) -> int:
     from fastvit.check import results_as_dicts, run_check
+    from fastvit.devices import default_device
+    from fastvit.registry import registries
 
     backends = {}
     for op, value in (("attention", args.backends), ("norm", args.norm_backends), ("patch", args.patch_backends)):
@@ -47,8 +45,9 @@ def cmd_check(args) -> int:
         rows.append([r.op, r.backend, fmt(r.max_abs), fmt(r.max_rel), fmt(r.bound),
                      "" if r.top1_agreement is None else f"{100 * r.top1_agreement:.0f}%",
                      fmt(r.grad_max_abs), r.status])
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"model {args.model}, {args.dtype}, {device}, batch {args.batch_size}; reference: float64 naive/torch/conv")
+    device = args.device or default_device().type
+    refs = "/".join(reg.reference.name for reg in registries().values())
+    print(f"model {args.model}, {args.dtype}, {device}, batch {args.batch_size}; reference: float64 {refs}")
     print(_table(rows, ["op", "backend", "max abs err", "max rel err", "bound", "top-1 agree", "grad err", "result"]))
     failed = [r for r in results if r.failed]
     if args.json:
@@ -73,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("backends", help="list backends and whether they run on this machine")
     b.add_argument("--device", choices=["cpu", "cuda"])
-    b.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    b.add_argument("--dtype", choices=list(DTYPES), default="fp32")
     b.set_defaults(func=cmd_backends)
 
     c = sub.add_parser("check", help="model-level equivalence of every backend against a float64 reference")
@@ -81,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--backends", help="attention backends, comma-separated (default: all)")
     c.add_argument("--norm-backends", help="LayerNorm backends (default: all)")
     c.add_argument("--patch-backends", help="patch-embedding backends (default: all)")
-    c.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    c.add_argument("--dtype", choices=list(DTYPES), default="fp32")
     c.add_argument("--device", choices=["cpu", "cuda"])
     c.add_argument("--batch-size", type=int, default=4)
     c.add_argument("--img-size", type=int)

@@ -31,3 +31,7 @@ class UnknownModelError(FastViTError, ValueError):
 
 class CheckpointError(FastViTError, ValueError):
     """A checkpoint's keys or shapes do not match the model."""
+
+
+class MissingExtraError(FastViTError, ImportError):
+    """A package of an optional extra (e.g. ``fastvit[bench]`` for the report) is not installed."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 FP32_ATOL = 2e-5
+BASELINE_ATTENTION = "sdpa-math"  # PyTorch's own math attention: the low-precision baseline of the rule
 LOWP_FACTOR = 2.0
 LOWP_ATOL = {
     torch.float16: torch.finfo(torch.float16).eps,   # 9.8e-4

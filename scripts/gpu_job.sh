@@ -51,7 +51,7 @@ start=$(date +%s)
 say() { echo "[gpu-job $(( $(date +%s) - start ))s] $*"; }
 
 requirements() {  # fail early, naming what is missing, rather than after minutes of GPU time
-    local missing need="torch triton einops numpy pandas matplotlib pytest pytest_benchmark"
+    local missing need="torch triton einops numpy pandas matplotlib markdown pytest pytest_benchmark"
     case $phase in all|tests) need="$need hypothesis" ;; esac
     missing=$($PY -c 'import importlib.util, sys; print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))' $need)
     if [ -n "$missing" ]; then
@@ -62,7 +62,7 @@ requirements() {  # fail early, naming what is missing, rather than after minute
 }
 
 requirements
-out=${2:-reports/$($PY -m fastvit.benchmark slug --device "$DEVICE")}
+out=${2:-reports/$($PY -m fastvit.bench slug --device "$DEVICE")}
 mkdir -p "$out"
 
 bundle() {  # on every exit, also an interrupted one, so that whatever was measured comes back
@@ -99,16 +99,12 @@ run_tests() {
     done
 }
 
-sweep() {  # sweep NAME PATH FLAGS...: one pytest-benchmark run of PATH (benchmarks/ or one file) into $out/NAME/
+sweep() {  # sweep NAME PATH FLAGS...: one sweep of PATH (benchmarks/ or one file) into $out/NAME/
     local name=$1 path=$2
     shift 2
     mkdir -p "$out/$name"
-    rm -f "$out/$name/results.json" "$out/$name/results.jsonl"  # never report a stale run as this one
     say "sweep $name: $path $*"
-    # with SWEEP_TIMEOUT, an interrupt (pytest still writes its JSON) ends a sweep that runs too long
-    ${SWEEP_TIMEOUT:+timeout -s INT -k 30 "$SWEEP_TIMEOUT"} $PY -m pytest "$path" --benchmark-only -v -p no:cacheprovider --device "$DEVICE" --dtype "$DTYPE" \
-        --time-budget "$TIME_BUDGET" --benchmark-columns=median,iqr,rounds --benchmark-sort=name \
-        --benchmark-group-by=func --benchmark-json="$out/$name/results.json" --results="$out/$name/results.jsonl" \
+    PYTHON=$PY scripts/sweep.sh "$out/$name" "$path" --device "$DEVICE" --dtype "$DTYPE" --time-budget "$TIME_BUDGET" \
         "$@" ${BENCH_ARGS:-} 2>&1 | tee "$out/$name/sweep.log" || failed+=("sweep-$name")
 }
 

@@ -23,6 +23,8 @@ if "TRITON_INTERPRET" not in os.environ and not _has_nvidia_gpu():
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from kernels._common import interpreter_enabled  # noqa: E402  (imports triton: after the switch above)
+
 # CPU tests run with a fixed thread count so timings and results do not depend on the host.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -30,7 +32,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 # fastvit's Triton kernels run on CPU tensors only under the interpreter; on a GPU machine (no
 # interpreter) their CPU cases are skipped and device-independent kernel tests run on CUDA.
-TRITON_INTERPRETER = os.environ.get("TRITON_INTERPRET", "0").lower() not in ("", "0", "false", "no")
+TRITON_INTERPRETER = interpreter_enabled()
 KERNEL_DEVICE = "cpu" if TRITON_INTERPRETER or not torch.cuda.is_available() else "cuda"
 
 

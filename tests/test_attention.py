@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import fastvit
-from fastvit.attention.naive import naive_attention
-from fastvit.testing import assert_close, is_low_precision
+from fastvit.ops.attention.naive import naive_attention
+from fastvit.testing import BASELINE_ATTENTION, assert_close, is_low_precision
 from conftest import DEVICES
 
 DTYPES = {"cpu": [torch.float32, torch.bfloat16], "cuda": [torch.float32, torch.float16, torch.bfloat16]}
@@ -54,7 +54,7 @@ def test_backend_matches_float64_reference(backend, device, dtype, case):
     refs = _run("naive", *(t.double() for t in (q, k, v)), grad_out)
     baselines = [None] * 4
     if is_low_precision(dtype):  # PyTorch's own math attention in the same precision
-        baselines = _run("sdpa-math", *(t.to(dtype) for t in (q, k, v)), grad_out)
+        baselines = _run(BASELINE_ATTENTION, *(t.to(dtype) for t in (q, k, v)), grad_out)
     for name, out, ref, base in zip(("out", "dq", "dk", "dv"), outs, refs, baselines):
         assert out.dtype == dtype, f"{name} came back as {out.dtype}, not {dtype}"
         assert_close(out, ref, baseline=base, dtype=dtype, name=f"{backend} {name}")
@@ -75,7 +75,7 @@ def test_custom_scale_is_honoured(backend):
 
 
 def test_sdpa_reports_the_kernel_it_picks():
-    from fastvit.attention.sdpa import PINNED, sdpa_kernel_choice
+    from fastvit.ops.attention.sdpa import PINNED, sdpa_kernel_choice
 
     q = torch.randn(1, 2, 197, 64)
     assert sdpa_kernel_choice(q, q, q) in PINNED

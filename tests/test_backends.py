@@ -6,7 +6,6 @@ Which backend actually ran is proven by spying: every registered backend's funct
 """
 import collections
 import dataclasses
-import types
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ import fastvit
 from fastvit import ATTENTION, NORM, PATCH, BackendError, create_model, use_backend
 
 ENV = {"attention": "FASTVIT_ATTN_BACKEND", "norm": "FASTVIT_NORM_BACKEND", "patch": "FASTVIT_PATCH_BACKEND"}
-REGISTRIES = {"attention": ATTENTION, "norm": NORM, "patch": PATCH}
+REGISTRIES = fastvit.registries()
 
 
 @pytest.fixture(autouse=True)
@@ -36,12 +35,7 @@ def spy(monkeypatch, registry) -> collections.Counter:
     """Replace every backend of ``registry`` by a call-counting wrapper; return the counter."""
     calls = collections.Counter()
     for name, backend in list(registry._backends.items()):
-        if isinstance(backend.fn, type):  # norm backends: a class with layer_norm / add_layer_norm
-            fn = types.SimpleNamespace(layer_norm=_counting(backend.fn.layer_norm, name, calls),
-                                       add_layer_norm=_counting(backend.fn.add_layer_norm, name, calls))
-        else:
-            fn = _counting(backend.fn, name, calls)
-        monkeypatch.setitem(registry._backends, name, dataclasses.replace(backend, fn=fn))
+        monkeypatch.setitem(registry._backends, name, dataclasses.replace(backend, fn=_counting(backend.fn, name, calls)))
     return calls
 
 

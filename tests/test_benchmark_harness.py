@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastvit import benchmark as fb
+import fastvit
+from fastvit import bench as fb
 from fastvit.report import load_results, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,44 +108,84 @@ def test_reports_from_json_and_from_an_interrupted_jsonl(sweep, tmp_path):
 
 
 def test_triton_is_never_timed_on_cpu():
-    """Even where the interpreter makes the backend available, a CPU sweep records it as skipped."""
+    """Even where the interpreter makes the backend available, a CPU sweep records fastvit's own
+    kernels as skipped (the backend's own_kernel trait decides, not its name)."""
     called = []
-    case = fb.Case("attention", "triton", {"resolution": 64, "dtype": "fp32"}, build=lambda: called.append(1))
-    sweep = fb.Sweep(device=torch.device("cpu"), time_budget=1.0)
-    with pytest.raises(fb.Skip, match="interpreter"):
-        sweep.run(case, benchmark=None)
-    assert not called and sweep.unmeasured[0]["status"].startswith("skipped: ")
+    case = fb.Case("attention", "triton", {"resolution": 64, "dtype": "fp32"}, build=lambda: called.append(1),
+                   backends=(fastvit.ATTENTION.get("triton"),))
+    sweep = fb.Sweep(device=torch.device("cpu"), budget=fb.Budget(1.0))
+    outcome = sweep.run(case, timer=fb.perf_counter_timer)
+    assert outcome.status.startswith("skipped: ") and "interpreter" in outcome.status
+    assert not called and sweep.unmeasured == [outcome.row]
 
 
 def test_time_budget_skips_before_building():
     """Over-budget configurations are recorded as skipped with the estimate that ruled them out, and
     nothing is built or run: by FLOPs at the measured matmul peak, then by a smaller size's call."""
     built = []
-    sweep = fb.Sweep(device=torch.device("cpu"), time_budget=3.0, matmul_peak={"fp32": 1e9})
+    sweep = fb.Sweep(device=torch.device("cpu"), budget=fb.Budget(3.0), matmul_peak={"fp32": 1e9})
     fields = {"resolution": 512, "tokens": 1025, "dtype": "fp32", "pass": "fwd"}
     big = fb.Case("attention", "naive", fields, build=lambda: built.append(1), flops=5e9)
-    with pytest.raises(fb.Skip, match=r"over the time budget \(5 GFLOP take at least 5.0 s per call at the "
-                                      r"measured matmul peak of 1 GFLOP/s; budget 3 s for 3 rounds\)"):
-        sweep.run(big, benchmark=None)
+    assert sweep.run(big, fb.perf_counter_timer).status == (
+        "skipped: over the time budget (5 GFLOP take at least 5.0 s per call at the measured matmul peak of "
+        "1 GFLOP/s; budget 3 s for 3 rounds)")
     scaled = fb.Case("attention", "naive", fields, build=lambda: built.append(1), flops=4e8)
-    sweep._probes[sweep._series_key(scaled)] = [(1e8, 0.3)]  # a smaller size took 0.3 s per call
-    with pytest.raises(fb.Skip, match=r"estimated 1.2 s per call: 0.30 s measured at a smaller size, scaled by "
-                                      r"the work ratio 4.0; budget 3 s for 3 rounds"):
-        sweep.run(scaled, benchmark=None)
+    sweep._probes[sweep.series_key(scaled)] = [(1e8, 0.3)]  # a smaller size took 0.3 s per call
+    assert "estimated 1.2 s per call: 0.30 s measured at a smaller size, scaled by the work ratio 4.0; budget 3 s " \
+        "for 3 rounds" in sweep.run(scaled, fb.perf_counter_timer).status
     assert not built and [r["status"].startswith("skipped: over the time budget") for r in sweep.rows] == [True] * 2
 
 
-def test_a_failing_configuration_is_recorded_then_raised():
+def test_budget_rules_are_pure():
+    plan = fb.Budget(3.0, min_rounds=3, max_rounds=50, target_time=1.0)
+    assert plan.per_call == 1.0
+    assert plan.by_flops(1e9, 1e10) is None and plan.by_flops(None, 1e9) is None
+    assert plan.by_probe(4e8, []) is None and plan.by_probe(4e8, [(1e8, 0.2)]) is None
+    assert plan.by_probe(4e8, [(1e8, 0.3), (1e9, 5.0)]).startswith("skipped: over the time budget (estimated 1.2")
+    assert plan.by_call(0.5) is None and "one call took 1.5 s" in plan.by_call(1.5)
+    assert plan.rounds(0.001) == 50 and plan.rounds(0.1) == 10 and plan.rounds(0.9) == 3
+    from fastvit.bench.budget import by_backend, by_memory
+
+    assert by_memory(10 * 2 ** 30, 8 * 2 ** 30).startswith("skipped: its N x N matrices")
+    assert by_memory(2 ** 30, 8 * 2 ** 30) is None and by_memory(None, 1) is None
+    triton, naive = fastvit.ATTENTION.get("triton"), fastvit.ATTENTION.get("naive")
+    assert by_backend([naive, triton], "cpu") and by_backend([triton], "cuda") is None
+    assert by_backend([naive], "cpu") is None
+
+
+def test_a_failing_configuration_is_recorded_with_its_error():
     """An exception other than out-of-memory leaves an "error: ..." row (so the report shows the failure)
-    and still fails the benchmark test."""
+    and hands the exception back, so that the benchmark test fails with it."""
     def build():
         raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore detail")
 
-    sweep = fb.Sweep(device=torch.device("cpu"), time_budget=1.0)
+    sweep = fb.Sweep(device=torch.device("cpu"), budget=fb.Budget(1.0))
     case = fb.Case("attention", "sdpa", {"resolution": 64, "tokens": 17, "dtype": "fp32"}, build=build, flops=1.0)
-    with pytest.raises(RuntimeError, match="illegal memory access"):
-        sweep.run(case, benchmark=None)
+    outcome = sweep.run(case, fb.perf_counter_timer)
+    assert isinstance(outcome.error, RuntimeError) and "illegal memory access" in str(outcome.error)
     assert sweep.unmeasured[0]["status"] == "error: RuntimeError: CUDA error: an illegal memory access was encountered"
+
+
+def test_an_out_of_memory_configuration_is_recorded_as_oom():
+    def build():
+        def fn():
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return fb.Workload(fn)
+
+    sweep = fb.Sweep(device=torch.device("cpu"), budget=fb.Budget(1.0))
+    case = fb.Case("attention", "naive", {"resolution": 64, "tokens": 17, "dtype": "fp32"}, build=build)
+    outcome = sweep.run(case, fb.perf_counter_timer)
+    assert outcome.status == "oom" and outcome.error is None
+
+
+def test_timed_rows_carry_their_statistics():
+    sweep = fb.Sweep(device=torch.device("cpu"), budget=fb.Budget(2.0, min_rounds=3, max_rounds=5, target_time=0.05))
+    x = torch.randn(64, 64)
+    case = fb.Case("attention", "naive", {"resolution": 64, "tokens": 17, "dtype": "fp32"},
+                   build=lambda: fb.Workload(lambda: x @ x), flops=2.0 * 64 ** 3)
+    row = sweep.run(case, fb.perf_counter_timer).row
+    assert row["status"] == "ok" and 3 <= row["rounds"] <= 5
+    assert row["q1_s"] <= row["median_s"] <= row["q3_s"] and row["flops_per_s"] > 0 and "peak_mem_bytes" in row
 
 
 def test_cpu_peak_memory_sees_torch_allocations():

@@ -16,32 +16,23 @@ import torch
 import torch.nn.functional as F
 
 import fastvit
-from fastvit import ATTENTION, NORM, PATCH, create_model
+from fastvit import create_model, registries
 from fastvit.testing import assert_close
 
 TINY, SMALL = "vit_tiny_patch16_224", "vit_small_patch16_224"
-REGISTRIES = {"attention": ATTENTION, "norm": NORM, "patch": PATCH}
-REFERENCE = {"attention": "naive", "norm": "torch", "patch": "conv"}
+REGISTRIES = registries()
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def set_backend(model, op: str, name):
-    {"attention": model.set_attn_backend, "norm": model.set_norm_backend,
-     "patch": model.set_patch_backend}[op](name)
-    return model
-
-
 def reference_backends(model, **chosen):
     """Pin every op to its reference backend, except those named in ``chosen``."""
-    for op, ref in REFERENCE.items():
-        set_backend(model, op, chosen.get(op, ref))
+    for op, registry in REGISTRIES.items():
+        model.set_backend(op, chosen.get(op, registry.reference.name))
     return model
 
 
-def skip_unless_available(op: str, name: str, cfg, dtype=torch.float32):
-    shape = {"attention": {"head_dim": cfg.embed_dim // cfg.num_heads},
-             "norm": {"hidden": cfg.embed_dim}, "patch": {"patch_size": cfg.patch_size}}[op]
-    ok, reason = REGISTRIES[op].availability(name, "cpu", dtype, **shape)
+def skip_unless_available(op: str, name: str, model, dtype=torch.float32):
+    ok, reason = model.backend_availability(op, name, "cpu", dtype)
     if not ok:
         pytest.skip(f"{op} backend {name} on cpu/{str(dtype)[6:]}: {reason}")
 
@@ -188,7 +179,7 @@ def _backend_params():
 @pytest.mark.parametrize("op,backend,preset", list(_backend_params()))
 def test_backend_matches_float64_model(op, backend, preset):
     base, images, grad_out, ref_logits, ref_grads, naive_top1 = _equivalence_setup(preset)
-    skip_unless_available(op, backend, base.cfg)
+    skip_unless_available(op, backend, base)
     model = reference_backends(copy.deepcopy(base), **{op: backend})
     logits, grads = run_with_grads(model, images, grad_out)
     assert logits.dtype == torch.float32
@@ -207,7 +198,7 @@ def test_all_triton_paths_together_match_float64_model(preset):
     base, images, grad_out, ref_logits, ref_grads, naive_top1 = _equivalence_setup(preset)
     chosen = {"attention": "triton", "norm": "triton", "patch": "triton"}
     for op, name in chosen.items():
-        skip_unless_available(op, name, base.cfg)
+        skip_unless_available(op, name, base)
     model = reference_backends(copy.deepcopy(base), **chosen)
     logits, grads = run_with_grads(model, images, grad_out)
     assert_close(logits, ref_logits, name="all-triton logits")
@@ -223,7 +214,8 @@ def test_einops_patch_embed_equals_conv_non_square():
     images = torch.randn(2, 3, 32, 48)
     outs = {}
     for backend in ("conv", "einops"):
-        m = set_backend(copy.deepcopy(model), "patch", backend)
+        m = copy.deepcopy(model)
+        m.set_backend("patch", backend)
         x = images.clone().requires_grad_(True)
         tokens = m.embed(x)
         assert tokens.shape == (2, 1 + 2 * 3, 192)
@@ -298,10 +290,10 @@ def test_options_change_the_output(options):
 
 
 # -- batch isolation (the nn.MultiheadAttention batch_first pitfall) --------------------------------
-@pytest.mark.parametrize("backend", ATTENTION.names())
+@pytest.mark.parametrize("backend", fastvit.ATTENTION.names())
 def test_images_do_not_see_each_other(backend):
     model = sharpen(tiny(attn_backend=backend)).eval()
-    skip_unless_available("attention", backend, model.cfg)
+    skip_unless_available("attention", backend, model)
     images = images_for(model, batch=4)
     others = images.clone()
     others[1:] = torch.randn(3, *images.shape[1:])
@@ -348,7 +340,9 @@ def test_attention_maps():
     assert_close(maps[0], expected, name="layer-0 attention map")
     assert maps[0].max() > 0.5, "attention should be sharp enough for the comparison to mean something"
     with torch.no_grad():
-        sdpa_maps = fastvit.attention_maps(set_backend(copy.deepcopy(model), "attention", "sdpa"), images)
+        sdpa_model = copy.deepcopy(model)
+        sdpa_model.set_backend("attention", "sdpa")
+        sdpa_maps = fastvit.attention_maps(sdpa_model, images)
     for i, (a, b) in enumerate(zip(sdpa_maps, maps)):
         assert_close(a, b.double(), name=f"layer {i} map, sdpa vs naive")
 

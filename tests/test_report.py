@@ -1,11 +1,19 @@
-"""fastvit.report on synthetic results: exponents, non-ok rows, crossover, compare mode, file formats."""
+"""fastvit.report on synthetic results: exponents, non-ok rows, crossover, compare mode, file formats,
+the targets table, and the package's layout (pure sections, one-way imports, backend names in one place)."""
+import ast
+import dataclasses
+import importlib
 import json
 import math
+import re
+import sys
+from pathlib import Path
 
 import pytest
 
 from fastvit.errors import FastViTError
-from fastvit.report import crossover, exponents, fit_exponent, kernel_targets, load_results, write_report
+from fastvit.report import (crossover, exponents, fit_exponent, kernel_targets, load_results, markdown_to_html,
+                            write_report)
 
 RES = [224, 384, 512, 768, 1024]
 PATCH, DEPTH = 16, 12
@@ -128,7 +136,7 @@ def test_report_from_jsonl(tmp_path):
     assert "naive: attention's share of the model's time stays under 50% in the sweep" in text
     assert "Synthetic CPU" in text and "pytest benchmarks/" in text
     page = (tmp_path / "out" / "report.html").read_text()  # the same report as one HTML page
-    assert '<img alt="attention fwd" src="attention_fwd.png">' in page and "<b>oom</b>" in page
+    assert '<img alt="attention fwd" src="attention_fwd.png">' in page and "<strong>oom</strong>" in page
     assert page.count("<table>") == text.count("\n| --- |")
 
 
@@ -253,3 +261,121 @@ def test_compiled_rows_with_graph_breaks_are_called_out(tmp_path):
     text = write_report(write_jsonl(tmp_path / "r.jsonl", rows), tmp_path / "out").read_text()
     assert ("- torch.compile: 1 of 2 compiled configurations broke their graph and ran partly as eager PyTorch "
             "(Unsupported method call).") in text
+
+
+def test_html_page_right_aligns_numeric_columns_and_shows_every_figure(tmp_path):
+    out = tmp_path / "out"
+    text = write_report(write_jsonl(tmp_path / "r.jsonl", synthetic_rows()), out).read_text()
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<title>fastvit resolution sweep: Synthetic CPU</title>" in page
+    # the exponents table: op, pass and backend left-aligned, the exponents right-aligned
+    assert "<td>attention</td>\n<td>fwd</td>\n<td>naive</td>\n" in page
+    assert '<td style="text-align: right;">2.00</td>' in page
+    assert '<th style="text-align: right;">latency exponent</th>' in page
+    figures = sorted(p.name for p in out.glob("*.png"))
+    assert figures and sorted(re.findall(r'<img alt="[^"]*" src="([^"]+)">', page)) == figures
+    assert sorted(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)) == figures
+    # text in angle brackets (a quoted error message) is shown, not taken for HTML
+    assert "<td>&lt;class 'x'&gt;</td>" in markdown_to_html("| a |\n| --- |\n| <class 'x'> |\n")
+
+
+def test_targets_prose_is_generated_from_the_targets_table(tmp_path, monkeypatch):
+    from fastvit.report import targets
+
+    prose = targets.targets_prose()
+    for t in targets.TARGETS:
+        assert f"≥ {targets.format_goal(t.goal, t.against)}" in prose
+    assert "≥ 0.9× (forward, N ≥ 1,025)" in prose and "≥ 85%" in prose
+    changed = (dataclasses.replace(targets.TARGETS[0], goal=0.95, min_tokens=2305),) + targets.TARGETS[1:]
+    assert "≥ 0.95× (forward, N ≥ 2,305)" in targets.targets_prose(changed)
+    assert "≥ 0.9× (forward, N ≥ 1,025)" not in targets.targets_prose(changed)
+    # the verdicts and the report's prose both follow the table
+    env = {"device": "cuda", "device_name": "Synthetic GPU", "copy_bytes_per_s": 3e12}
+    src = write_jsonl(tmp_path / "g.jsonl", gpu_rows(), env)
+    df = load_results(src).rows
+    monkeypatch.setattr(targets, "TARGETS", changed)
+    t = kernel_targets(df, env).set_index(["op", "resolution", "target"])
+    assert math.isnan(t.loc[("attention", 512, "speed vs best of SDPA kernels and xformers"), "goal"])  # N = 1025 < 2305
+    text = write_report(src, tmp_path / "out").read_text()
+    assert "≥ 0.95× (forward, N ≥ 2,305)" in text and "1 of 4 targets met" in text
+
+
+def test_sections_write_no_files(tmp_path, monkeypatch):
+    from fastvit.report import document, sections
+    from fastvit.report.compare import compare_section
+
+    env = {"device": "cuda", "device_name": "Synthetic GPU", "copy_bytes_per_s": 3e12}
+    res = load_results(write_jsonl(tmp_path / "r.jsonl", synthetic_rows() + gpu_rows(), env))
+    other = load_results(write_jsonl(tmp_path / "o.jsonl", synthetic_rows(scale=2.0)))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    df = res.rows
+    parts = [sections.header(df, env), sections.exponent_section(df), sections.targets_section(df, env),
+             sections.share_section(df), sections.results_section(df, env), compare_section(res, other)]
+    doc = document.build_report(res, other)
+    assert list(work.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "o.jsonl", "r.jsonl"]
+    assert all(part.lines for part in parts)
+    names = [f.name for part in parts for f in part.figures]
+    assert names == [f.name for f in doc.figures] and "attention_share.png" in names
+    assert doc.markdown == "\n".join(line for part in parts for line in part.lines).rstrip() + "\n"
+    doc.figures[0].draw(work / doc.figures[0].name)  # drawing is what writes
+    assert [p.name for p in work.iterdir()] == [doc.figures[0].name]
+
+
+REPORT_MODULES = ["facts", "tables", "load", "fit", "targets", "plots", "sections", "compare", "document", "html",
+                  "__init__"]
+
+
+def _report_sources():
+    import fastvit.report
+
+    root = Path(fastvit.report.__file__).parent
+    assert sorted(p.stem for p in root.glob("*.py")) == sorted(REPORT_MODULES)
+    return {name: ast.parse((root / f"{name}.py").read_text()) for name in REPORT_MODULES}
+
+
+def test_report_modules_import_one_way():
+    """Each module of fastvit.report imports only modules listed before it (function-level imports too)."""
+    for i, (name, tree) in enumerate(_report_sources().items()):
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fastvit.report"):
+                imported.add(node.module.removeprefix("fastvit.report").lstrip(".") or "__init__")
+            elif isinstance(node, ast.Import):
+                imported |= {a.name.removeprefix("fastvit.report.") for a in node.names
+                             if a.name.startswith("fastvit.report")}
+        assert imported <= set(REPORT_MODULES[:i]), f"{name} imports {imported - set(REPORT_MODULES[:i])}"
+
+
+def test_backend_names_only_in_facts():
+    from fastvit.report import facts
+
+    names = {*facts.ATTENTION_PEERS, *facts.ATTENTION_REFERENCES, *facts.COLORS, facts.NORM_REFERENCE,
+             facts.PATCH_REFERENCE, facts.DEFAULT_NORM, facts.DEFAULT_PATCH, facts.KERNEL_BACKEND, facts.SDPA}
+    assert {"naive", "sdpa", "triton", "torch", "conv", "xformers"} <= names
+    for name, tree in _report_sources().items():
+        if name == "facts":
+            continue
+        literals = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        assert not literals & names, f"{name} names backends {literals & names}"
+
+
+def _import_report_without(monkeypatch, *packages):
+    for name in [m for m in sys.modules if m == "fastvit.report" or m.startswith("fastvit.report.")]:
+        monkeypatch.delitem(sys.modules, name)
+    for package in packages:
+        monkeypatch.setitem(sys.modules, package, None)  # importlib.util.find_spec() then finds nothing
+    return importlib.import_module("fastvit.report")
+
+
+def test_missing_bench_extra_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    with pytest.raises(ImportError) as info:
+        _import_report_without(monkeypatch, "pandas", "markdown")
+    assert isinstance(info.value, FastViTError)
+    assert str(info.value) == ("fastvit report needs the 'bench' extra: pip install 'fastvit[bench]' "
+                               "(missing: pandas, markdown)")
+    from fastvit.cli import main
+
+    assert main(["report", str(tmp_path / "r.json"), "-o", str(tmp_path / "out")]) == 2
+    assert "fastvit: error: fastvit report needs the 'bench' extra" in capsys.readouterr().err

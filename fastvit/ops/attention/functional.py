@@ -1,0 +1,77 @@
+"""``attention(q, k, v)``: the attention op's validated entry point, dispatching to a backend."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fastvit.errors import DeviceError, DTypeError, ShapeError
+from fastvit.ops.attention.registry import ATTENTION
+
+
+def validate_qkv(q, k, v, bias=None, scale=None, dropout_p=0.0) -> None:
+    """Raise the typed error for the first problem with these attention arguments: q, k, v must be
+    same-shaped floating (B, H, N, D) tensors of one dtype on one device; ``bias`` None or a tensor of
+    q's dtype and device broadcastable to (B, H, N, N); ``scale`` None or a positive finite number;
+    ``dropout_p`` in [0, 1)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"attention: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ShapeError(f"attention: {name} must be 4-D (B, H, N, D), got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise DTypeError(f"attention: {name} must be a floating-point tensor, got dtype {t.dtype}")
+    if not (q.shape == k.shape == v.shape):
+        raise ShapeError(f"attention: q, k, v must have one shape (B, H, N, D); got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise DTypeError(f"attention: q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise DeviceError(f"attention: q, k, v must be on one device; got {q.device}, {k.device}, {v.device}")
+    if bias is not None:
+        B, H, N, _ = q.shape
+        if not isinstance(bias, torch.Tensor):
+            raise TypeError(f"attention: bias must be a torch.Tensor or None, got {type(bias).__name__}")
+        if bias.dim() > 4 or any(s not in (1, t) for s, t in zip(bias.shape[::-1], (N, N, H, B))):
+            raise ShapeError(f"attention: bias of shape {tuple(bias.shape)} does not broadcast to (B, H, N, N) = "
+                             f"{(B, H, N, N)}")
+        if bias.dtype != q.dtype:
+            raise DTypeError(f"attention: bias dtype {bias.dtype} differs from q's {q.dtype}")
+        if bias.device != q.device:
+            raise DeviceError(f"attention: bias is on {bias.device}, q on {q.device}")
+    if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"attention: scale must be a positive finite number or None, got {scale!r}")
+    if not (isinstance(dropout_p, (int, float)) and 0.0 <= dropout_p < 1.0):
+        raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p!r}")
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str | None = None,
+              scale: float | None = None, dropout_p: float = 0.0, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale + bias) v with the selected backend.
+
+    Args:
+        q, k, v: (B, H, N, D) tensors of one shape, dtype and device.
+        backend: a registered attention backend; None follows ``use_backend``, then
+            ``FASTVIT_ATTN_BACKEND``, then the default ``sdpa``. Resolved on every call.
+        scale: softmax scale, default ``D ** -0.5``.
+        dropout_p: dropout on the attention probabilities (training only; pass 0.0 in eval).
+        bias: optional additive bias broadcastable to (B, H, N, N) (Swin's relative position bias
+            and window mask); backends that take none report themselves unavailable.
+
+    Raises:
+        BackendError: unknown backend, or one that cannot run on these inputs (with the reason).
+        ShapeError, DTypeError, DeviceError, ValueError: malformed arguments.
+    """
+    # The common case is checked in a few comparisons; anything unusual gets the full validation,
+    # which raises the typed error naming the problem.
+    try:
+        shape = q.shape
+        ok = (len(shape) == 4 and q.dtype.is_floating_point and k.shape == shape and v.shape == shape and k.dtype is q.dtype
+              and v.dtype is q.dtype and bias is None and scale is None and dropout_p == 0.0
+              and k.device == q.device and v.device == q.device)
+    except AttributeError:
+        ok = False
+    if not ok:
+        validate_qkv(q, k, v, bias, scale, dropout_p)
+    impl = ATTENTION.require(backend, q.device, q.dtype, head_dim=q.shape[-1], bias=bias is not None)
+    return impl.fn(q, k, v, scale=scale, dropout_p=dropout_p, bias=bias)

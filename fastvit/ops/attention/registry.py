@@ -1,0 +1,20 @@
+"""The attention op's registry. Every backend takes ``(q, k, v, *, scale, dropout_p, bias)`` in the
+canonical (B, H, N, D) layout and returns (B, H, N, D); one that wants another layout converts inside.
+``bias`` is None or an additive bias broadcastable to (B, H, N, N), added to the scaled scores before
+the softmax; a backend registered without ``takes_bias`` reports itself unavailable for it.
+"""
+from __future__ import annotations
+
+from fastvit.registry import Registry, always
+
+ATTENTION = Registry("attention", "FASTVIT_ATTN_BACKEND", "sdpa", probe_shape={"head_dim": 64})
+
+
+def register(name: str, *, check=always, **traits):
+    """``ATTENTION.register`` whose availability check also answers for an attention bias
+    (shape keyword ``bias=True``): refused, with the reason, unless the backend ``takes_bias``."""
+    def checked(device, dtype, bias: bool = False, **shape):
+        if bias and not traits.get("takes_bias", False):
+            return False, f"attention backend {name!r} takes no additive attention bias"
+        return check(device, dtype, bias=bias, **shape) if traits.get("takes_bias") else check(device, dtype, **shape)
+    return ATTENTION.register(name, check=checked, **traits)

@@ -1,0 +1,98 @@
+"""torch.nn.functional.scaled_dot_product_attention, chosen by PyTorch or pinned to one kernel.
+
+``sdpa`` lets PyTorch pick; ``sdpa-math``, ``sdpa-flash``, ``sdpa-efficient`` and ``sdpa-cudnn`` pin
+one kernel with ``torch.nn.attention.sdpa_kernel``. A pinned kernel that PyTorch refuses for the
+inputs (no CPU kernel, head dim, dtype, an attention bias, a length cuDNN rejects) is reported
+unavailable, or raises BackendError, carrying PyTorch's own reasons; it is never replaced by another
+kernel. The bias goes in as SDPA's float ``attn_mask``.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from fastvit.errors import BackendError
+from fastvit.ops.attention.registry import register
+
+PINNED = {
+    "sdpa-math": SDPBackend.MATH,
+    "sdpa-flash": SDPBackend.FLASH_ATTENTION,
+    "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION,
+}
+_KERNEL_NAMES = {int(b.value): name for name, b in PINNED.items()}
+
+
+def _run_pinned(kernel: SDPBackend, q, k, v, scale, dropout_p, bias):
+    """Run SDPA restricted to ``kernel``; on refusal raise RuntimeError with PyTorch's reasons."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with sdpa_kernel(kernel):
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+        except torch.OutOfMemoryError:  # out of memory is not a refusal: callers record it as such
+            raise
+        except RuntimeError as err:
+            reasons = [str(w.message).strip() for w in caught]
+            reasons.append(str(err).strip())
+            if q.device.type == "cpu" and kernel in (SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION):
+                reasons.insert(0, f"PyTorch has no CPU implementation of {kernel.name}")
+            raise RuntimeError("; ".join(dict.fromkeys(r for r in reasons if r))) from None
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(kernel: SDPBackend, device: str, dtype: torch.dtype, head_dim: int, bias: bool) -> tuple[bool, str]:
+    """Ask PyTorch whether ``kernel`` runs on a small input of this device, dtype and head dim."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return False, "CUDA is not available"
+    x = torch.randn(1, 2, 16, head_dim, device=device, dtype=dtype)
+    mask = torch.zeros(1, 2, 16, 16, device=device, dtype=dtype) if bias else None
+    try:
+        _run_pinned(kernel, x, x, x, None, 0.0, mask)
+    except RuntimeError as err:
+        return False, f"torch refused it{' with an attention bias' if bias else ''}: {err}"
+    return True, ""
+
+
+def _make(name: str, kernel: SDPBackend):
+    def check(device, dtype, head_dim=64, bias=False, **shape):
+        return _probe(kernel, str(device), dtype, int(head_dim), bool(bias))
+
+    def run(q, k, v, *, scale=None, dropout_p=0.0, bias=None):
+        try:
+            return _run_pinned(kernel, q, k, v, scale, dropout_p, bias)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as err:
+            raise BackendError(f"attention backend {name!r} cannot run on q of shape {tuple(q.shape)}, "
+                               f"{q.dtype}, {q.device}: {err}") from None
+
+    register(name, check=check, description=f"SDPA pinned to {kernel.name}", takes_bias=True,
+             materializes=kernel == SDPBackend.MATH, peer=kernel != SDPBackend.MATH,
+             kernel_choice=lambda q, k, v, bias=None: name)(run)
+
+
+def _sdpa_check(device, dtype, bias=False, **shape):
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return False, "CUDA is not available"
+    return True, ""
+
+
+def sdpa_kernel_choice(q, k, v, *, bias=None, dropout_p: float = 0.0, scale: float | None = None) -> str:
+    """The pinned-backend name of the kernel PyTorch's ``sdpa`` picks for these inputs."""
+    choice = int(torch._fused_sdp_choice(q, k, v, bias, dropout_p, False, scale=scale))
+    return _KERNEL_NAMES.get(choice, f"unknown ({choice})")
+
+
+@register("sdpa", check=_sdpa_check, description="SDPA, PyTorch chooses the kernel", takes_bias=True,
+          kernel_choice=sdpa_kernel_choice)
+def sdpa_attention(q, k, v, *, scale=None, dropout_p=0.0, bias=None):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+
+
+for _name, _kernel in PINNED.items():
+    _make(_name, _kernel)

@@ -1,0 +1,25 @@
+"""``triton``: fastvit's own flash attention kernel (kernels.flash_attention)."""
+from __future__ import annotations
+
+from fastvit.errors import BackendError
+from fastvit.ops._triton import triton_check
+from fastvit.ops.attention.registry import register
+
+
+def _check(device, dtype, head_dim=64, **shape):
+    ok, reason = triton_check(device, dtype)
+    if not ok:
+        return ok, reason
+    from kernels.flash_attention import head_dim_supported
+
+    return head_dim_supported(int(head_dim))
+
+
+@register("triton", check=_check, description="fastvit Triton flash attention (fwd + bwd)", own_kernel=True)
+def triton_attention(q, k, v, *, scale=None, dropout_p=0.0, bias=None):
+    if dropout_p > 0.0:
+        raise BackendError("attention backend 'triton' has no attention dropout; "
+                           f"got dropout_p={dropout_p} (use attn_drop_rate=0 or another backend)")
+    from kernels.flash_attention import flash_attention
+
+    return flash_attention(q, k, v, scale=scale)

@@ -1,0 +1,99 @@
+"""What the report knows about the benchmark rows and the backends.
+
+This module is the one place in ``fastvit.report`` that knows backends or lists row columns; every
+other module takes them from here. The identifying columns come from the sweep's row schema
+(fastvit.bench.rows) and the parts backends play (reference, default, fastvit's own kernel, the
+library kernels it is measured against) from the backend registries' traits; what is written out
+here is the report's own vocabulary: titles, grouping, plot colours. A single column is still read by
+its name where it is used (``row["median_s"]``).
+"""
+from __future__ import annotations
+
+from fastvit.bench.rows import COMPILE_SUFFIX, KEY as _ROW_KEY, OP_REGISTRY, PASSES
+from fastvit.registry import registries
+
+_REGISTRIES = registries()
+
+# -- row columns ------------------------------------------------------------------------------------
+KEY = list(_ROW_KEY)
+"""The columns that identify one configuration (a later row with the same key replaces an earlier one)."""
+GROUP = ["op", "pass", "model", "dtype", "batch"]
+"""One table and one figure per distinct value of these columns."""
+SETTING = ["model", "dtype", "batch"]
+"""A run with one value of these columns names its figures without a suffix."""
+SHARE_KEY = ["model", "batch", "dtype", "pass", "backend", "resolution"]
+"""Whole-model and op-level attention rows are matched on these columns for the attention share."""
+SHARE_GROUP = ["model", "batch", "dtype", "pass"]
+"""One attention-share table per distinct value of these columns."""
+COMPONENT_COLUMNS = {"norm": "norm_backend", "patch": "patch_backend"}
+"""The whole-model rows' columns naming the LayerNorm and patch-embedding backends."""
+COMPARE_KEY = [k for k in KEY if k not in COMPONENT_COLUMNS.values()] + ["impl"]
+"""Two runs' rows are matched on these columns (``impl`` already names non-default components)."""
+SDPA_KERNEL = "sdpa_kernel"
+"""The column naming the kernel PyTorch picked for a row of the automatic SDPA backend."""
+TEXT_COLUMNS = ["status", SDPA_KERNEL]
+"""Text columns every frame has (None where a row lacks them)."""
+NUMERIC = ["resolution", "tokens", "batch", "flops", "bytes", "peak_mem_bytes", "median_s", "iqr_s", "q1_s",
+           "q3_s", "rounds", "depth", "heads", "head_dim", "patch_size", "mean_s", "stddev_s", "flops_per_s",
+           "bytes_per_s", "kernel_median_s"]
+"""Columns read as numbers (NaN where a row lacks them or holds something else)."""
+TIMES = ["median_s", "iqr_s", "q1_s", "q3_s"]
+"""Timing columns; blanked on rows that were not timed."""
+STATS = ("median", "iqr", "q1", "q3", "mean", "stddev", "min", "max")
+"""pytest-benchmark ``stats`` entries kept, as columns ``<name>_s``."""
+EVENT_QUANTILES = ("median", "q1", "q3")
+"""CUDA-event columns ``kernel_<name>_s`` that replace the wall-clock ``<name>_s`` where present."""
+
+# -- ops and passes ---------------------------------------------------------------------------------
+OP_ORDER = ["attention", "vit", "layernorm", "patch_embed"]
+OP_TITLES = {"attention": "Attention, op level: softmax(q k^T) v on (B, H, N, D)",
+             "vit": "Whole ViT: images (B, 3, res, res) to logits", "layernorm": "Residual add + LayerNorm on (B, N, E)",
+             "patch_embed": "Patch embedding (patchify, GEMM, CLS, position embedding)"}
+OP_SHORT = {"attention": "attention", "vit": "ViT", "layernorm": "add + LayerNorm", "patch_embed": "patch embedding"}
+PASS_TITLES = {"fwd": "forward (inference, no_grad)", "train": "training step (forward + backward)"}
+PASS_SHORT = {"fwd": "forward", "train": "training step"}
+
+# -- backends ---------------------------------------------------------------------------------------
+def _registry(op: str):
+    return _REGISTRIES[OP_REGISTRY[op]]
+
+
+def _own_kernel() -> str:
+    names = {b.name for reg in _REGISTRIES.values() for b in reg.backends() if b.own_kernel}
+    if len(names) != 1:
+        raise RuntimeError(f"the report expects fastvit's own kernels under one backend name, found {sorted(names)}")
+    return names.pop()
+
+
+SDPA = _REGISTRIES["attention"].default
+"""The default attention backend, with which PyTorch picks the kernel itself (its rows name it in
+``sdpa_kernel``)."""
+REFERENCES = {op: tuple(dict.fromkeys([_registry(op).reference.name, _registry(op).default])) for op in OP_REGISTRY}
+"""Per op, the backends each speedup table is computed against: the op's reference and its default."""
+ATTENTION_REFERENCES = REFERENCES["attention"]
+"""Attention backends the other attention and whole-model rows are compared with; the summary quotes them."""
+NORM_REFERENCE = _REGISTRIES["norm"].reference.name
+PATCH_REFERENCE = _REGISTRIES["patch"].reference.name
+DEFAULT_NORM, DEFAULT_PATCH = _REGISTRIES["norm"].default, _REGISTRIES["patch"].default
+"""The whole model's default LayerNorm and patch-embedding backends (others are named in its label)."""
+COMPONENTS = (("norm", COMPONENT_COLUMNS["norm"], DEFAULT_NORM), ("patch", COMPONENT_COLUMNS["patch"], DEFAULT_PATCH))
+"""(label, column, default) of the whole model's components, in the order its label names them."""
+KERNEL_BACKEND = _own_kernel()
+"""fastvit's own kernels: the backend judged against the performance targets."""
+ATTENTION_PEERS = tuple(b.name for b in _REGISTRIES["attention"].backends() if b.peer)
+"""The attention kernels fastvit's own attention kernel is measured against."""
+ATTENTION_PEERS_NAME = "SDPA kernels and xformers"
+
+# -- environment ------------------------------------------------------------------------------------
+ENV_VERSIONS = (("torch", "torch", None), ("CUDA", "cuda", None), ("cuDNN", "cudnn", None),
+                ("triton", "triton", None),
+                ("Triton kernels' autotuning (FASTVIT_AUTOTUNE)", "triton_autotune", "–"),
+                ("xformers", "xformers", None), ("python", "python", None), ("platform", "platform", None))
+"""(label, environment key, shown when absent: None prints as "None") of the environment table's versions."""
+
+# -- plots ------------------------------------------------------------------------------------------
+COLORS = {"naive": "#d62728", SDPA: "#1f77b4", "sdpa-math": "#ff7f0e", "sdpa-flash": "#2ca02c",
+          "sdpa-efficient": "#9467bd", "sdpa-cudnn": "#8c564b", "xformers": "#e377c2", KERNEL_BACKEND: "#17becf",
+          NORM_REFERENCE: "#1f77b4", PATCH_REFERENCE: "#1f77b4", "einops": "#ff7f0e"}
+"""Line colours per backend (other backends take the tab10 colours in order)."""
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]

@@ -1,0 +1,161 @@
+"""Markdown tables and the formatting of their cells: numbers, units, statuses and their footnotes,
+tables of one value per backend (rows) and size (columns), and the groups of rows each table covers."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fastvit.report.facts import GROUP, OP_ORDER, SETTING
+
+
+# -- numbers and units ------------------------------------------------------------------------------
+def num(x: float, digits: int = 3) -> str:
+    """Three significant digits (``digits``), or a whole number with thousands separators when larger."""
+    if x is None or not np.isfinite(x):
+        return "–"
+    if abs(x) >= 10 ** digits:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def fmt_exponent(x: float) -> str:
+    """A fitted exponent, two decimals."""
+    return f"{x:.2f}" if x is not None and np.isfinite(x) else "–"
+
+
+def time_unit(seconds) -> tuple[str, float]:
+    """The unit (s, ms, µs) for the largest of ``seconds``, and the factor from seconds to it."""
+    vals = [v for v in seconds if v is not None and np.isfinite(v)]
+    top = max(vals) if vals else 1.0
+    if top >= 10:
+        return "s", 1.0
+    if top >= 1e-3:
+        return "ms", 1e3
+    return "µs", 1e6
+
+
+def mem_unit(nbytes) -> tuple[str, float]:
+    """The unit (GiB, MiB, KiB) for the largest of ``nbytes``, and the factor from bytes to it."""
+    vals = [v for v in nbytes if v is not None and np.isfinite(v)]
+    top = max(vals) if vals else 0.0
+    if top >= 10 * 2 ** 30:
+        return "GiB", 2.0 ** -30
+    if top >= 2 ** 20:
+        return "MiB", 2.0 ** -20
+    return "KiB", 2.0 ** -10
+
+
+def rate_unit(rates, kind: str) -> tuple[str, float]:
+    """The unit of the largest of ``rates``: TFLOP/s or GFLOP/s (``kind`` "flops"), else TB/s or GB/s."""
+    vals = [v for v in rates if v is not None and np.isfinite(v)]
+    top = max(vals) if vals else 0.0
+    if kind == "flops":
+        return ("TFLOP/s", 1e-12) if top >= 1e12 else ("GFLOP/s", 1e-9)
+    return ("TB/s", 1e-12) if top >= 1e12 else ("GB/s", 1e-9)
+
+
+# -- tables -----------------------------------------------------------------------------------------
+def md_table(header: list[str], rows: list[list[str]], numeric: bool = True, text_cols: int = 1) -> str:
+    """A markdown table; the first ``text_cols`` columns left-aligned, the rest right-aligned if ``numeric``."""
+    align = ["---" if i < text_cols or not numeric else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def status_kind(status: str) -> str:
+    """A row's status as one word: ok, oom, error (the configuration failed) or skipped (not run)."""
+    if status in ("ok", "oom"):
+        return status
+    return "error" if status.startswith("error") else "skipped"
+
+
+class Notes:
+    """Numbered footnotes for the reasons of skipped (or failed) configurations."""
+
+    def __init__(self):
+        self.reasons: list[tuple[str, str]] = []  # (kind, reason)
+
+    def cell(self, status: str) -> str:
+        if status == "oom":
+            return "**oom**"
+        kind, reason = status_kind(status), status.split(":", 1)[1].strip() if ":" in status else status
+        if (kind, reason) not in self.reasons:
+            self.reasons.append((kind, reason))
+        number = self.reasons.index((kind, reason)) + 1
+        return f"skipped [{number}]" if kind == "skipped" else f"**{kind}** [{number}]"
+
+    def render(self) -> str:
+        return "\n".join(f"[{i + 1}] {kind}: {r}  " for i, (kind, r) in enumerate(self.reasons))
+
+
+def res_header(g: pd.DataFrame) -> tuple[list[int], list[str]]:
+    """The resolutions of ``g`` in order, and a column heading for each (with its tokens N)."""
+    sizes = g[["resolution", "tokens"]].drop_duplicates().sort_values("resolution")
+    res = [int(r) for r in sizes["resolution"]]
+    return res, [f"{int(r)} px (N={int(n):,})" for r, n in zip(sizes["resolution"], sizes["tokens"])]
+
+
+def impls(g: pd.DataFrame, require_ok: bool = False) -> list[str]:
+    """The backends (``impl`` labels) of ``g`` in row order; with ``require_ok`` only those timed at least once."""
+    names = list(dict.fromkeys(g["impl"]))
+    if require_ok:
+        names = [n for n in names if (g[(g["impl"] == n)]["status"] == "ok").any()]
+    return names
+
+
+def pivot_table(g: pd.DataFrame, cell, notes: Notes, require_ok: bool = False) -> str:
+    """One row per backend, one column per size: ``cell(row)`` for timed rows, the status otherwise."""
+    res, header = res_header(g)
+    rows = []
+    for impl in impls(g, require_ok):
+        cells = []
+        for r in res:
+            hit = g[(g["impl"] == impl) & (g["resolution"] == r)]
+            if hit.empty:
+                cells.append("")
+                continue
+            row = hit.iloc[-1]
+            cells.append(cell(row) if row["status"] == "ok" else notes.cell(row["status"]))
+        rows.append([impl] + cells)
+    return md_table(["backend"] + header, rows)
+
+
+# -- groups of rows ---------------------------------------------------------------------------------
+def op_rank(op) -> int:
+    """An op's place in the report (unknown ops last)."""
+    return OP_ORDER.index(op) if op in OP_ORDER else 99
+
+
+def groups(df: pd.DataFrame):
+    """(key, rows) per distinct value of the GROUP columns, in report order: op, fwd before train,
+    then model, dtype and batch."""
+    keys = df[GROUP].drop_duplicates().to_dict("records")
+    keys.sort(key=lambda k: (op_rank(k["op"]), k["pass"] != "fwd", str(k["model"]), str(k["dtype"]), k["batch"]))
+    for key in keys:
+        yield key, select(df, key)
+
+
+def select(df: pd.DataFrame, key: dict) -> pd.DataFrame:
+    """The rows of ``df`` whose GROUP columns equal ``key``'s."""
+    mask = np.logical_and.reduce([(df[c] == key[c]).to_numpy() for c in GROUP])
+    return df[mask]
+
+
+def one_setting(df: pd.DataFrame) -> bool:
+    """Whether one model, dtype and batch size cover every row (figures then need no suffix)."""
+    return len(df[SETTING].drop_duplicates()) == 1
+
+
+def fig_name(key: dict, unique: bool) -> str:
+    """The figure file of a group: ``<op>_<pass>.png``, suffixed with model, dtype and batch unless ``unique``."""
+    name = f"{key['op']}_{key['pass']}"
+    if not unique:
+        name += f"_{key['model']}_{key['dtype']}_b{key['batch']}"
+    return name + ".png"
+
+
+def sort_by_op(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """``frame`` sorted (stable) by the columns ``by``, the op column in report order."""
+    order = {op: i for i, op in enumerate(OP_ORDER)}
+    return frame.sort_values(by, kind="stable", key=lambda c: c.map(order) if c.name == "op" else c)
