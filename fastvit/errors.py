@@ -25,6 +25,11 @@ class BackendError(FastViTError, ValueError):
     """A backend name is unknown, or the backend cannot run on the given inputs."""
 
 
+class ConfigError(FastViTError, ValueError):
+    """A model configuration value is out of range (a non-positive size, a width not divisible by the
+    heads, an unknown option value)."""
+
+
 class UnknownModelError(FastViTError, ValueError):
     """No preset has that name."""
 

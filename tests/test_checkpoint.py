@@ -7,7 +7,7 @@ resampled by timm, and at 48 px with timm's dynamic_img_size=True.
 import pytest
 import torch
 
-from fastvit import create_model, load_checkpoint, resample_pos_embed
+from fastvit import CheckpointError, create_model, load_checkpoint, resample_pos_embed
 from fastvit.testing import assert_close
 
 FIXTURE = "tests/data/timm_vit_fixture.pt"
@@ -81,3 +81,67 @@ def test_non_strict_load_reports_keys(fixture):
     state["extra"] = torch.zeros(1)
     info = load_checkpoint(fixture_model(fixture), state, strict=False)
     assert info["missing"] == ["head.bias"] and info["unexpected"] == ["extra"]
+
+
+# -- files that cannot be loaded, and the envelopes real checkpoints come in -----------------------------
+class _RunsCode:
+    """Unpickling this runs ``open(marker, 'w')``: weights_only must refuse it before anything runs."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+class _PlainObject:
+    pass
+
+
+def test_missing_file_names_the_path(fixture, tmp_path):
+    path = tmp_path / "nowhere" / "vit.pt"
+    with pytest.raises(CheckpointError, match=rf"checkpoint file '{path}' does not exist"):
+        load_checkpoint(fixture_model(fixture), path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_damaged_file_cannot_be_read(fixture, tmp_path, damage):
+    path = tmp_path / "vit.pt"
+    torch.save(fixture["state_dict"], path)
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"not a checkpoint at all", "empty": b""}[damage])
+    with pytest.raises(CheckpointError, match=rf"checkpoint '{path}' cannot be read: .*(truncated|corrupt)"):
+        load_checkpoint(fixture_model(fixture), path)
+
+
+@pytest.mark.parametrize("payload", ["code", "object"])
+def test_pickle_with_code_is_refused_and_never_run(fixture, tmp_path, payload):
+    marker = tmp_path / "ran"
+    path = tmp_path / "vit.pt"
+    extra = _RunsCode(marker) if payload == "code" else _PlainObject()
+    torch.save({"state_dict": fixture["state_dict"], "extra": extra}, path)
+    with pytest.raises(CheckpointError, match=r"was refused for safety.*weights_only=True.*not executed.*"
+                                              r"If you trust its source, convert it once"):
+        load_checkpoint(fixture_model(fixture), path)
+    assert not marker.exists(), "the checkpoint's code ran"
+
+
+@pytest.mark.parametrize("envelope", ["model", "state_dict", "nested", "module.", "_orig_mod.", "module._orig_mod."])
+def test_training_script_envelopes_are_unwrapped(fixture, tmp_path, envelope):
+    state = fixture["state_dict"]
+    if envelope.endswith("."):
+        saved = {envelope + k: v for k, v in state.items()}
+    elif envelope == "nested":
+        saved = {"model": {"state_dict": state}, "optimizer": {"lr": 0.1}, "epoch": 9}
+    else:
+        saved = {envelope: state, "epoch": 3}
+    path = tmp_path / "vit.pt"
+    torch.save(saved, path)
+    model = fixture_model(fixture)
+    assert load_checkpoint(model, path)["missing"] == []
+    assert_close(logits(model, fixture["x32"]), fixture["logits32"], name=f"logits through {envelope!r}")
+
+
+def test_state_dict_with_non_tensor_entries_is_refused(fixture):
+    with pytest.raises(CheckpointError, match=r"entries \['lr'\] are not tensors"):
+        load_checkpoint(fixture_model(fixture), {**fixture["state_dict"], "lr": 0.1})

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 import fastvit
-from fastvit import (ATTENTION, BackendError, CheckpointError, DTypeError, FastViTError, ResolutionError,
-                     ShapeError, UnknownModelError, create_model, load_checkpoint)
+from fastvit import (ATTENTION, BackendError, CheckpointError, DeviceError, DTypeError, FastViTError,
+                     ResolutionError, ShapeError, UnknownModelError, create_model, load_checkpoint)
+from fastvit.errors import ConfigError
 
 FIXTURE = "tests/data/timm_vit_fixture.pt"
 
@@ -134,13 +135,68 @@ def test_checkpoint_that_is_not_a_dict(tmp_path):
         load_checkpoint(fixture_model(), path)
 
 
-@pytest.mark.parametrize("option,match", [({"norm_position": "middle"}, "norm_position.*'middle'"),
-                                          ({"mlp_act": "swish"}, "mlp_act.*'swish'")])
+# -- model configuration ---------------------------------------------------------------------------
+@pytest.mark.parametrize("option,match", [
+    ({"norm_position": "middle"}, r"norm_position must be one of 'pre', 'post', got 'middle'"),
+    ({"mlp_act": "swish"}, r"mlp_act must be one of 'gelu', 'relu', got 'swish'"),
+    ({"img_size": 0}, r"img_size must be positive, got \(0, 0\)"),
+    ({"img_size": -32}, r"img_size must be positive, got \(-32, -32\)"),
+    ({"img_size": (32, 0)}, r"img_size must be positive, got \(32, 0\)"),
+    ({"patch_size": 0}, r"patch_size must be positive, got 0"),
+    ({"patch_size": -16}, r"patch_size must be positive, got -16"),
+    ({"depth": 0}, r"depth must be positive, got 0"),
+    ({"num_heads": 0}, r"num_heads must be positive, got 0"),
+    ({"embed_dim": -192}, r"embed_dim must be positive, got -192"),
+    ({"mlp_ratio": 0.0}, r"mlp_ratio must be positive, got 0.0"),
+    ({"mlp_ratio": -1}, r"mlp_ratio must be positive, got -1"),
+    ({"embed_dim": 100}, r"embed_dim=100 is not divisible by num_heads=3"),
+    ({"drop_rate": 1.0}, r"drop_rate must be in \[0, 1\), got 1.0"),
+    ({"num_classes": -1}, r"num_classes must be a non-negative integer, got -1"),
+], ids=lambda v: "-".join(f"{k}={v}" for k, v in v.items()) if isinstance(v, dict) else "")
 def test_bad_config_values(option, match):
-    with pytest.raises(ValueError, match=match):
-        create_model("vit_tiny_patch16_224", img_size=32, **option)
+    with pytest.raises(ConfigError, match=match):
+        create_model("vit_tiny_patch16_224", **{"img_size": 32, **option})
 
 
-def test_embed_dim_not_divisible_by_heads():
-    with pytest.raises(ShapeError, match="embed_dim 100 .*num_heads 3"):
-        create_model("vit_tiny_patch16_224", img_size=32, embed_dim=100)
+# -- images against the model ----------------------------------------------------------------------
+def test_images_of_another_dtype(model):
+    with pytest.raises(DTypeError, match=r"images have dtype torch.float64 but the model's parameters torch.float32"):
+        model(torch.randn(1, 3, 32, 32, dtype=torch.float64))
+
+
+def test_images_of_another_dtype_are_fine_under_autocast(model):
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_images_on_another_device(model):
+    with pytest.raises(DeviceError, match=r"images are on meta but the model's parameters on cpu"):
+        model(torch.randn(1, 3, 32, 32, device="meta"))
+
+
+# -- attention arguments, validated once before any backend -------------------------------------------
+@pytest.mark.parametrize("backend", ["naive", "sdpa"])
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"dropout_p": 1.0}, ValueError, r"dropout_p must be in \[0, 1\), got 1.0"),
+    ({"dropout_p": -0.1}, ValueError, r"dropout_p must be in \[0, 1\), got -0.1"),
+    ({"scale": 0.0}, ValueError, r"scale must be a positive finite number or None, got 0.0"),
+    ({"scale": -1.0}, ValueError, r"scale must be a positive finite number or None, got -1.0"),
+    ({"scale": float("nan")}, ValueError, r"scale must be a positive finite number or None, got nan"),
+    ({"scale": float("inf")}, ValueError, r"scale must be a positive finite number or None, got inf"),
+    ({"bias": torch.zeros(1, 2, 5, 4)}, ShapeError, r"bias of shape \(1, 2, 5, 4\) does not broadcast"),
+    ({"bias": torch.zeros(5, 5, dtype=torch.float64)}, DTypeError, r"bias dtype torch.float64 differs"),
+], ids=["p=1", "p<0", "scale=0", "scale<0", "scale=nan", "scale=inf", "bias-shape", "bias-dtype"])
+def test_bad_attention_arguments(backend, kwargs, error, match):
+    q = torch.randn(1, 2, 5, 8)
+    with pytest.raises(error, match=match):
+        fastvit.attention(q, q, q, backend=backend, **kwargs)
+
+
+def test_attention_mixed_dtypes_and_devices():
+    q = torch.randn(1, 2, 5, 8)
+    with pytest.raises(DTypeError, match=r"one dtype; got torch.float32, torch.float64, torch.float32"):
+        fastvit.attention(q, q.double(), q)
+    with pytest.raises(DeviceError, match=r"one device; got cpu, cpu, meta"):
+        fastvit.attention(q, q, q.to("meta"))
+    with pytest.raises(DeviceError, match=r"bias is on meta, q on cpu"):
+        fastvit.attention(q, q, q, bias=torch.zeros(5, 5, device="meta"))

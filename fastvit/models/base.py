@@ -2,12 +2,66 @@
 op shapes the model calls, so that checks and sweeps can ask the registries about it."""
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn as nn
 
+from fastvit.errors import ConfigError, DeviceError, DTypeError, ShapeError
 from fastvit.registry import registry
 
 # the config field that pins each op's backend
 BACKEND_FIELDS = {"attention": "attn_backend", "norm": "norm_backend", "patch": "patch_backend"}
+
+
+def check_positive(cfg, *names: str) -> None:
+    """ConfigError naming the field unless each is a positive number (tuples: every element)."""
+    for name in names:
+        value = getattr(cfg, name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                 and v > 0 for v in values):
+            raise ConfigError(f"{type(cfg).__name__}.{name} must be positive, got {value!r}")
+
+
+def check_rates(cfg, *names: str) -> None:
+    """ConfigError naming the field unless each is a probability in [0, 1)."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+            raise ConfigError(f"{type(cfg).__name__}.{name} must be in [0, 1), got {value!r}")
+
+
+def check_choice(cfg, name: str, choices) -> None:
+    value = getattr(cfg, name)
+    if value not in choices:
+        raise ConfigError(f"{type(cfg).__name__}.{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def check_divisible(cfg, name: str, by: str) -> None:
+    value, divisor = getattr(cfg, name), getattr(cfg, by)
+    if value % divisor:
+        raise ConfigError(f"{type(cfg).__name__}.{name}={value} is not divisible by {by}={divisor}")
+
+
+def check_images(images, in_chans: int, like: torch.Tensor) -> None:
+    """A floating (B, C, H, W) batch with the model's channels, on the device (and, outside autocast,
+    in the dtype) of the model's parameter ``like``."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ShapeError(f"images must be 4-D (B, C, H, W), got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise DTypeError(f"images must be floating point, got dtype {images.dtype}; convert "
+                         "(and normalise) them first, e.g. images.float() / 255")
+    if images.shape[1] != in_chans:
+        raise ShapeError(f"images have {images.shape[1]} channels, the model expects {in_chans}")
+    if images.device != like.device:
+        raise DeviceError(f"images are on {images.device} but the model's parameters on {like.device}; "
+                          f"move one of them (images.to({str(like.device)!r}))")
+    if images.dtype != like.dtype and not torch.is_autocast_enabled(images.device.type):
+        raise DTypeError(f"images have dtype {images.dtype} but the model's parameters {like.dtype}; "
+                         f"convert the images (images.to({like.dtype})) or the model, or run under torch.autocast")
 
 
 class BackendModel(nn.Module):

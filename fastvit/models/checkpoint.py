@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
+from pathlib import Path
 
 import torch
 
@@ -9,17 +12,72 @@ from fastvit.errors import CheckpointError
 from fastvit.models.pos_embed import resample_pos_embed
 
 
-def _read(path_or_state_dict) -> dict:
-    if isinstance(path_or_state_dict, (str, os.PathLike)):
-        obj = torch.load(path_or_state_dict, map_location="cpu", weights_only=True)
-    else:
-        obj = path_or_state_dict
+WRAPPERS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")  # training scripts' envelopes
+PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+
+
+def read_checkpoint(path: str | os.PathLike) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU, its failures turned into CheckpointError.
+
+    A file whose pickle asks for code or for objects other than tensors and plain containers is
+    refused unread (weights_only never runs it); how to convert a trusted one is in the message."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        if "Weights only load failed" not in text or re.search(r"Unsupported operand|invalid load key|truncated", text):
+            detail = re.search(r"Unsupported operand \d+|invalid load key[^.]*|[^.]*truncated[^.]*", text)
+            raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: its pickle is corrupt or it is not a "
+                                  f"torch.save file ({detail.group(0).strip() if detail else type(err).__name__})") from None
+        wanted = re.search(r"(?:GLOBAL|global) ([\w.]+)", text)
+        what = f" (it asks for {wanted.group(1)})" if wanted else ""
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was refused for safety: loading it with weights_only=True found Python "
+            f"objects or code that only a full unpickling would create{what}; it was not executed. If you "
+            "trust its source, convert it once: obj = torch.load(path, weights_only=False); "
+            "torch.save(obj['state_dict'] (or the tensors you need), new_path); then load new_path. A damaged "
+            "file can fail the same way.") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as err:
+        why = str(err).strip().splitlines()[0][:200] if str(err).strip() else "the file ends early (empty or truncated)"
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {type(err).__name__}: {why}; the file is "
+                              "truncated, corrupt or not a torch.save file") from None
+
+
+def unwrap(obj) -> dict:
+    """The state dict inside what training scripts save: the dict under 'state_dict', 'model', ...,
+    with the key prefixes of DistributedDataParallel ('module.') and torch.compile ('_orig_mod.')
+    removed."""
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint must hold a state dict, got {type(obj).__name__}")
-    for wrapper in ("state_dict", "model", "state_dict_ema"):  # common training-script wrappers
-        if wrapper in obj and isinstance(obj[wrapper], dict) and "pos_embed" not in obj:
-            return obj[wrapper]
-    return obj
+    for _ in range(3):  # envelopes nest (e.g. {'model': {'state_dict': ...}})
+        tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
+        inner = [obj[w] for w in WRAPPERS if isinstance(obj.get(w), dict)]
+        if tensors or not inner:
+            break
+        obj = inner[0]
+    state = {}
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"checkpoint key {key!r} is not a string: not a state dict")
+        for prefix in PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        state[key] = value
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"checkpoint entries {bad[:5]} are not tensors: not a state dict")
+    return state
+
+
+def _read(path_or_state_dict) -> dict:
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        return unwrap(read_checkpoint(path_or_state_dict))
+    return unwrap(path_or_state_dict)
 
 
 def load_checkpoint(model, path_or_state_dict, *, strict: bool = True) -> dict:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from fastvit.errors import DTypeError, ResolutionError, ShapeError
-from fastvit.models.base import BackendModel
+from fastvit.errors import ConfigError, ResolutionError
+from fastvit.models.base import (BackendModel, check_choice, check_divisible, check_images, check_positive,
+                                 check_rates)
 from fastvit.models.pos_embed import resample_pos_embed
 from fastvit.ops import ATTENTION, NORM, PATCH, Attention, LayerNorm, PatchEmbed
 
@@ -53,16 +54,18 @@ class ViTConfig:
     def __post_init__(self):
         if isinstance(self.img_size, int):
             self.img_size = (self.img_size, self.img_size)
-        self.img_size = tuple(int(s) for s in self.img_size)
+        self.img_size = tuple(self.img_size)
+        check_positive(self, "img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio",
+                       "norm_eps")
+        check_rates(self, "drop_rate", "pos_drop_rate", "attn_drop_rate", "drop_path_rate")
+        if not isinstance(self.num_classes, int) or self.num_classes < 0:
+            raise ConfigError(f"ViTConfig.num_classes must be a non-negative integer, got {self.num_classes!r}")
         for side in self.img_size:
             if side % self.patch_size:
                 raise ResolutionError(f"img_size {self.img_size} is not divisible by patch size {self.patch_size}")
-        if self.embed_dim % self.num_heads:
-            raise ShapeError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        if self.norm_position not in ("pre", "post"):
-            raise ValueError(f"norm_position must be 'pre' or 'post', got {self.norm_position!r}")
-        if self.mlp_act not in ("gelu", "relu"):
-            raise ValueError(f"mlp_act must be 'gelu' or 'relu', got {self.mlp_act!r}")
+        check_divisible(self, "embed_dim", "num_heads")
+        check_choice(self, "norm_position", ("pre", "post"))
+        check_choice(self, "mlp_act", ("gelu", "relu"))
         ATTENTION.validate(self.attn_backend)
         NORM.validate(self.norm_backend)
         PATCH.validate(self.patch_backend)
@@ -167,15 +170,7 @@ class VisionTransformer(BackendModel):
     def check_images(self, images: torch.Tensor) -> tuple[int, int]:
         """Validate an image batch; return its patch grid (H / P, W / P)."""
         cfg = self.cfg
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-        if images.dim() != 4:
-            raise ShapeError(f"images must be 4-D (B, C, H, W), got shape {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise DTypeError(f"images must be floating point, got dtype {images.dtype}; convert "
-                             "(and normalise) them first, e.g. images.float() / 255")
-        if images.shape[1] != cfg.in_chans:
-            raise ShapeError(f"images have {images.shape[1]} channels, the model expects {cfg.in_chans}")
+        check_images(images, cfg.in_chans, self.pos_embed)
         H, W = images.shape[-2:]
         if H % cfg.patch_size or W % cfg.patch_size:
             raise ResolutionError(f"image size {H}x{W} is not divisible by the patch size {cfg.patch_size}")
