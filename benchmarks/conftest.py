@@ -3,13 +3,16 @@
     pytest benchmarks/ --benchmark-only [--attn-backend=naive,sdpa] [--resolutions=224,384]
         [--model=NAME] [--dtype=fp32] [--device=cpu] [--batch-size=1] [--pass=fwd,train]
         [--compile] [--results=PATH.jsonl] [--time-budget=SECONDS] [--threads=N]
-        [--benchmark-json=PATH.json]
+        [--resume [--force-resume]] [--benchmark-json=PATH.json]
 
 Every ``bench_<op>.py`` here declares ``OP`` and one test taking ``impl``, ``resolution``,
 ``pass_name`` and ``dtype_name``; this file parametrizes them from the options. Each finished
 configuration is appended to the JSONL results file at once; rows that are not timed (``skipped: ...``,
 ``oom``) also go to the pytest-benchmark JSON under ``fastvit_unmeasured``, and the run's environment
-(versions, device, matmul peak, copy bandwidth, command) under ``machine_info.fastvit``.
+(versions, device, matmul peak, copy bandwidth, command) under ``machine_info.fastvit``. The results
+file is locked while the sweep runs; ``--resume`` continues an interrupted sweep in it without
+measuring again what it recorded (fastvit.bench.results), whose rows the JSON then carries under
+``fastvit_resumed``.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import pytest
 import torch
 
 from fastvit import bench as fb
+from fastvit.bench.results import ResultsError, ResultsFile
 from fastvit.devices import DTYPES, default_device
 from fastvit.models import list_models, preset_config
 from fastvit.ops import ATTENTION, NORM, PATCH
@@ -60,6 +64,10 @@ def pytest_addoption(parser):
                 "take (default per device: " + ", ".join(f"{d}: {v.time_budget:g}" for d, v in fb.DEFAULTS.items())
                 + "); a configuration whose single call would exceed budget / min rounds is recorded as skipped")
     g.addoption("--threads", type=int, help="torch CPU threads (default: the CPUs this process may use)")
+    g.addoption("--resume", action="store_true", help="continue the sweep recorded in --results: configurations "
+                "already there (measured under the same environment) are not measured again")
+    g.addoption("--force-resume", action="store_true", help="with --resume, keep rows measured under another "
+                "environment (device, versions, commit, settings) instead of refusing")
 
 
 @dataclass
@@ -131,12 +139,30 @@ def _settings(config) -> Settings:
 
 _SETTINGS = pytest.StashKey[Settings]()
 _SWEEP = pytest.StashKey[fb.Sweep]()
+_RESULTS = pytest.StashKey[ResultsFile]()
+_PLAN = pytest.StashKey[tuple]()
 
 
 def pytest_configure(config):
     threads = config.getoption("threads") or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
-    config.stash[_SETTINGS] = _settings(config)
+    s = config.stash[_SETTINGS] = _settings(config)
+    argv = getattr(sys, "orig_argv", sys.argv)
+    command = shlex.join([Path(argv[0]).name] + argv[1:])
+    budget = fb.Sweep.plan(s.device, s.time_budget)
+    env = fb.Sweep.environment(s.device, budget, command)
+    try:  # refused before anything runs: a file another sweep is writing, or rows of another environment
+        results = config.stash[_RESULTS] = ResultsFile(s.results, resume=config.getoption("resume"))
+        results.check_environment(env, force=config.getoption("force_resume"))
+    except ResultsError as err:
+        raise pytest.UsageError(str(err)) from None
+    config.stash[_PLAN] = (budget, env)
+
+
+def pytest_unconfigure(config):
+    results = config.stash.get(_RESULTS, None)
+    if results is not None:
+        results.close()
 
 
 def pytest_report_header(config):
@@ -172,12 +198,16 @@ def settings(request) -> Settings:
 @pytest.fixture(scope="session")
 def sweep(request, settings) -> fb.Sweep:
     """Created at the first benchmark: measures the device's matmul peak and copy bandwidth, writes
-    the environment as the JSONL file's first line."""
-    writer = fb.RowWriter(settings.results, truncate=True)
-    argv = getattr(sys, "orig_argv", sys.argv)
-    command = shlex.join([Path(argv[0]).name] + argv[1:])
-    sw = fb.Sweep.for_device(settings.device, settings.time_budget, writer, settings.dtypes, command)
-    sw.env.update(model=settings.model, batch=settings.batch)
+    the environment as a line of the JSONL file (its first, unless resuming)."""
+    results = request.config.stash[_RESULTS]
+    budget, env = request.config.stash[_PLAN]
+    results.open_for_writing()
+    env = {**env, "model": settings.model, "batch": settings.batch}
+    if results.recorded:
+        env["resumed_rows"] = len(results.recorded)
+    writer = fb.RowWriter(settings.results, truncate=False)
+    sw = fb.Sweep.for_device(settings.device, budget, writer, settings.dtypes, env=env)
+    sw.recorded = results.recorded
     request.config.stash[_SWEEP] = sw
     return sw
 
@@ -202,6 +232,8 @@ def measure(request, benchmark, sweep):
     skip with its status, an error a failure with its exception."""
     def run(case: fb.Case) -> dict:
         outcome = sweep.run(case, _timer(benchmark))
+        if outcome.resumed:
+            pytest.skip(f"recorded by the sweep being resumed: {outcome.status}")
         request.node.user_properties.append(("fastvit_row", outcome.row))
         if outcome.error is not None:
             raise outcome.error
@@ -237,6 +269,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     sweep = config.stash.get(_SWEEP, None)
     if sweep is not None:
         output_json["fastvit_unmeasured"] = sweep.unmeasured
+        output_json["fastvit_resumed"] = sweep.resumed  # rows of the earlier run, so the JSON is whole
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -250,6 +283,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     peaks = ", ".join(f"{d} {v / 1e9:.0f} GFLOP/s" for d, v in sweep.matmul_peak.items())
     terminalreporter.write_sep("-", "fastvit sweep")
     terminalreporter.write_line(f"{len(sweep.rows)} configurations: "
-                                + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+                                + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                                + (f"; {len(sweep.resumed)} recorded before (--resume)" if sweep.resumed else ""))
     terminalreporter.write_line(f"matmul peak: {peaks}; copy bandwidth {sweep.copy_bandwidth / 1e9:.1f} GB/s")
     terminalreporter.write_line(f"rows: {sweep.writer.path if sweep.writer else '-'}")

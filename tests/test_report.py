@@ -176,6 +176,38 @@ def test_no_rows_is_an_error(tmp_path):
         write_report(tmp_path / "missing.json", tmp_path / "out")
 
 
+@pytest.mark.parametrize("damage,match", [
+    (lambda lines: lines[:3] + ["{not json"] + lines[3:], r"bad.jsonl', line 4: not JSON"),
+    (lambda lines: lines[:2] + ['{"op": "attention", "backend": "naive"}'] + lines[2:],
+     r"bad.jsonl', line 3: row lacks the field\(s\) resolution, pass, status"),
+    (lambda lines: lines[:2] + [lines[2].replace('"batch": 2', '"batch": "two"')] + lines[3:],
+     r"bad.jsonl', line 3: field 'batch' must be a number, got 'two'"),
+    (lambda lines: lines[:2] + ["[1, 2]"] + lines[2:], r"bad.jsonl', line 3: not a JSON object"),
+], ids=["not-json", "missing-fields", "not-a-number", "not-an-object"])
+def test_malformed_jsonl_names_file_and_line(tmp_path, damage, match):
+    lines = write_jsonl(tmp_path / "full.jsonl", synthetic_rows()).read_text().splitlines()
+    (tmp_path / "bad.jsonl").write_text("\n".join(damage(lines)) + "\n")
+    with pytest.raises(FastViTError, match=match):
+        load_results(tmp_path / "bad.jsonl")
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda d: d.update(benchmarks={"a": 1}), r"bad.json': field 'benchmarks' must be a list"),
+    (lambda d: d["benchmarks"].__setitem__(1, 7), r"bad.json': field 'benchmarks\[1\]' must be an object"),
+    (lambda d: d["benchmarks"][0]["stats"].update(median="slow"),
+     r"bad.json', field 'benchmarks\[0\]': field 'median_s' must be a number, got 'slow'"),
+    (lambda d: d["fastvit_unmeasured"][0].pop("status"),
+     r"bad.json', field 'fastvit_unmeasured\[0\]': row lacks the field\(s\) status"),
+], ids=["benchmarks-not-a-list", "entry-not-an-object", "stat-not-a-number", "unmeasured-without-status"])
+def test_malformed_pytest_benchmark_json_names_file_and_field(tmp_path, damage, match):
+    path = write_pytest_benchmark_json(tmp_path / "good.json", synthetic_rows())
+    data = json.loads(path.read_text())
+    damage(data)
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(FastViTError, match=match):
+        load_results(tmp_path / "bad.json")
+
+
 def gpu_rows():
     """A synthetic CUDA run with the Triton kernels timed: attention at a short (197) and a long (1025)
     length, add + LayerNorm and patch embedding, with ratios on either side of their targets."""

@@ -22,6 +22,7 @@ from fastvit.bench import budget as rules
 from fastvit.bench.defaults import defaults_for
 from fastvit.bench.env import device_name, environment
 from fastvit.bench.memory import available_memory, cpu_peak_memory, is_oom, peak_memory
+from fastvit.bench.results import row_key
 from fastvit.bench.rows import RowWriter, split_impl
 from fastvit.bench.timing import L2Flush, Stats, Timer, measure_copy_bandwidth, measure_matmul_peak, time_call
 from fastvit.bench.workload import Workload, compile_stats
@@ -54,6 +55,7 @@ class Outcome:
 
     row: dict
     error: BaseException | None = None
+    resumed: bool = False  # recorded by the sweep being resumed, not measured again
 
     @property
     def status(self) -> str:
@@ -72,28 +74,42 @@ class Sweep:
     env: dict = field(default_factory=dict)
     unmeasured: list = field(default_factory=list)  # rows with a status other than "ok"
     rows: list = field(default_factory=list)
+    recorded: dict = field(default_factory=dict)  # row key -> row of an earlier run being resumed
+    resumed: list = field(default_factory=list)   # those rows, as this sweep came to them
     _probes: dict = field(default_factory=dict, repr=False)  # series -> [(work, seconds of one call)]
     _flush: L2Flush | None = field(default=None, repr=False)
 
-    @classmethod
-    def for_device(cls, device, time_budget: float | None = None, writer: RowWriter | None = None,
-                   dtypes=("fp32",), command: str | None = None) -> "Sweep":
-        """A sweep with the device's defaults, its matmul peak (per dtype) and copy bandwidth measured."""
-        device = torch.device(device)
+    @staticmethod
+    def plan(device, time_budget: float | None = None) -> rules.Budget:
+        """The budget of a sweep on ``device``: its defaults, with ``time_budget`` seconds if given."""
         d = defaults_for(device)
         seconds = time_budget if time_budget is not None else d.time_budget
-        plan = rules.Budget(seconds, d.min_rounds, d.max_rounds, min(d.target_time, seconds / 10), d.warmup_rounds)
-        sweep = cls(device=device, budget=plan, writer=writer)
+        return rules.Budget(seconds, d.min_rounds, d.max_rounds, min(d.target_time, seconds / 10), d.warmup_rounds)
+
+    @staticmethod
+    def environment(device, budget: rules.Budget, command: str | None = None) -> dict:
+        """What the results file records of this sweep before anything is measured."""
+        env = environment(torch.device(device), command)
+        env.update(time_budget_s=budget.time_budget, min_rounds=budget.min_rounds, max_rounds=budget.max_rounds,
+                   target_time_s=budget.target_time)
+        return env
+
+    @classmethod
+    def for_device(cls, device, budget: rules.Budget | None = None, writer: RowWriter | None = None,
+                   dtypes=("fp32",), env: dict | None = None) -> "Sweep":
+        """A sweep with the device's budget, its matmul peak (per dtype) and copy bandwidth measured;
+        the environment (``env``, or :meth:`environment`) goes first into the rows file."""
+        device = torch.device(device)
+        budget = budget or cls.plan(device)
+        sweep = cls(device=device, budget=budget, writer=writer)
         cuda = device.type == "cuda"
         peak_dtypes = set(dtypes) | ({"fp32"} if not cuda else set())
         sweep.matmul_peak = {n: measure_matmul_peak(device, DTYPES[n]) for n in sorted(peak_dtypes)}
         sweep.copy_bandwidth = measure_copy_bandwidth(device)
         if not cuda:
             cpu_peak_memory(lambda: torch.ones(8))  # the profiler's first use is slow: keep it out of the probes
-        sweep.env = environment(device, command)
-        sweep.env.update(matmul_flops_per_s=sweep.matmul_peak, copy_bytes_per_s=sweep.copy_bandwidth,
-                         time_budget_s=seconds, min_rounds=plan.min_rounds, max_rounds=plan.max_rounds,
-                         target_time_s=plan.target_time)
+        sweep.env = dict(env if env is not None else cls.environment(device, budget))
+        sweep.env.update(matmul_flops_per_s=sweep.matmul_peak, copy_bytes_per_s=sweep.copy_bandwidth)
         if writer is not None:
             writer.write({"environment": sweep.env})
         return sweep
@@ -141,6 +157,10 @@ class Sweep:
     def run(self, case: Case, timer: Timer | None) -> Outcome:
         """Measure ``case``, timing it with ``timer`` (None: timing disabled); return its outcome."""
         row = self.base_row(case)
+        done = self.recorded.get(row_key(row))
+        if done is not None:
+            self.resumed.append(done)
+            return Outcome(done, resumed=True)
         status = self.refusal(case) or (None if timer is not None else "skipped: timing disabled (--benchmark-disable)")
         if status is not None:
             return self._record(row, status)

@@ -2,8 +2,9 @@
 
 Input: the pytest-benchmark JSON written by the sweep in ``benchmarks/`` (timed rows in
 ``benchmarks[].extra_info`` and ``stats``, untimed rows in ``fastvit_unmeasured``, the environment in
-``machine_info.fastvit``), or the sweep's JSONL rows (one row per line, the environment on the first
-line), e.g. from an interrupted sweep; a line cut short is ignored.
+``machine_info.fastvit``, rows reused by ``--resume`` in ``fastvit_resumed``), or the sweep's JSONL rows
+(one row per line, the environment on the first line, again after each resume), e.g. from an
+interrupted sweep; a last line cut short is ignored.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fastvit.bench.results import read_rows
 from fastvit.errors import FastViTError
 from fastvit.report.facts import COMPONENTS, EVENT_QUANTILES, KEY, NUMERIC, STATS, TEXT_COLUMNS, TIMES
 
@@ -26,8 +28,15 @@ class Results:
     source: str = ""
 
 
+REQUIRED = ("op", "backend", "resolution", "pass", "status")
+"""Fields every row must have."""
+
+
 def load_results(path: str | os.PathLike) -> Results:
-    """Rows and environment of a pytest-benchmark JSON or a JSONL rows file."""
+    """Rows and environment of a pytest-benchmark JSON or a JSONL rows file.
+
+    Raises FastViTError naming the file and the line (JSONL) or field (JSON) of malformed input; only a
+    JSONL line cut short at the end of the file, as an interrupted sweep leaves it, is ignored."""
     path = Path(path)
     if not path.is_file():
         raise FastViTError(f"results file {str(path)!r} does not exist")
@@ -38,50 +47,60 @@ def load_results(path: str | os.PathLike) -> Results:
             data = json.loads(text)
         except json.JSONDecodeError:
             data = None  # JSONL
-    if isinstance(data, dict) and "benchmarks" in data:
-        env, rows = _from_pytest_benchmark(data)
+    if isinstance(data, dict) and "environment" not in data:
+        env, rows = _from_pytest_benchmark(data, str(path))
     else:
-        env, rows = _from_jsonl(text)
+        env, found, _ = read_rows(path)
+        rows = [(f"line {n}", r) for n, r in found]
+    for where, row in rows:
+        _check_row(row, str(path), where)
     if not rows:
         raise FastViTError(f"no benchmark rows in {str(path)!r} (expected the sweep's pytest-benchmark JSON "
                            "or its JSONL rows)")
-    return Results(frame(rows), env, str(path))
+    return Results(frame([r for _, r in rows]), env, str(path))
 
 
-def _from_pytest_benchmark(data: dict) -> tuple[dict, list[dict]]:
+def _check_row(row, path: str, where: str) -> None:
+    if not isinstance(row, dict):
+        raise FastViTError(f"results file {path!r}, {where}: a row must be a JSON object, got {type(row).__name__}")
+    missing = [k for k in REQUIRED if k not in row]
+    if missing:
+        raise FastViTError(f"results file {path!r}, {where}: row lacks the field(s) {', '.join(missing)}")
+    for col in NUMERIC:
+        value = row.get(col)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise FastViTError(f"results file {path!r}, {where}: field {col!r} must be a number, got {value!r}")
+    if not isinstance(row["status"], str):
+        raise FastViTError(f"results file {path!r}, {where}: field 'status' must be text, got {row['status']!r}")
+
+
+def _from_pytest_benchmark(data: dict, path: str) -> tuple[dict, list[tuple[str, dict]]]:
+    if not isinstance(data.get("benchmarks"), list):
+        raise FastViTError(f"results file {path!r}: field 'benchmarks' must be a list (the pytest-benchmark JSON of "
+                           "a sweep); found " + ("none" if "benchmarks" not in data else type(data["benchmarks"]).__name__))
     env = dict((data.get("machine_info") or {}).get("fastvit") or {})
     env.setdefault("datetime", data.get("datetime"))
     if data.get("commit_info") and not env.get("git"):
         env["git"] = {"id": data["commit_info"].get("id"), "dirty": data["commit_info"].get("dirty")}
     rows = []
-    for bench in data["benchmarks"]:
+    for i, bench in enumerate(data["benchmarks"]):
+        if not isinstance(bench, dict):
+            raise FastViTError(f"results file {path!r}: field 'benchmarks[{i}]' must be an object")
         row = dict(bench.get("extra_info") or {})
         if "op" not in row:
-            continue
+            continue  # a benchmark of another suite
         stats = bench.get("stats") or {}
         for k in STATS:
             if k in stats:
                 row[f"{k}_s"] = stats[k]
         row["rounds"] = stats.get("rounds", row.get("rounds"))
         row.setdefault("status", "ok")
-        rows.append(row)
-    rows += [dict(r) for r in data.get("fastvit_unmeasured") or []]
-    return env, rows
-
-
-def _from_jsonl(text: str) -> tuple[dict, list[dict]]:
-    env, rows = {}, []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # empty, or cut short by an interrupted sweep
-        if not isinstance(record, dict):
-            continue
-        if "environment" in record:
-            env = dict(record["environment"])
-        elif "op" in record:
-            rows.append(record)
+        rows.append((f"field 'benchmarks[{i}]'", row))
+    for name in ("fastvit_unmeasured", "fastvit_resumed"):
+        listed = data.get(name) or []
+        if not isinstance(listed, list):
+            raise FastViTError(f"results file {path!r}: field {name!r} must be a list")
+        rows += [(f"field '{name}[{i}]'", r if not isinstance(r, dict) else dict(r)) for i, r in enumerate(listed)]
     return env, rows
 
 
