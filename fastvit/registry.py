@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import difflib
 import os
 from dataclasses import dataclass
@@ -156,6 +157,18 @@ class Registry:
                                f"Backends that can: {', '.join(usable) or 'none'}")
         self._usable[key] = backend
         return backend
+
+    @contextlib.contextmanager
+    def wrapped(self, wrap: Callable[[Backend], Callable]):
+        """Inside the ``with`` block every backend's function is ``wrap(backend)`` (instrumentation such
+        as timing each call); the backends are restored on exit."""
+        saved = dict(self._backends)
+        self._backends.update({n: dataclasses.replace(b, fn=wrap(b)) for n, b in saved.items()})
+        try:
+            yield
+        finally:
+            self._backends.clear()
+            self._backends.update(saved)
 
     def rows(self, device=None, dtype=torch.float32, **shape) -> list[dict]:
         """One row per backend: op, name, available, reason, description (on ``device``, default

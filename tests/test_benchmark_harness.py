@@ -236,3 +236,41 @@ def test_git_commit_ignores_regenerated_reports(tmp_path):
     assert fb.git_commit(tmp_path)["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert fb.git_commit(tmp_path)["dirty"] is True
+
+
+def test_attention_share_is_measured_inside_the_model_and_leaves_gradients_alone():
+    from fastvit.bench.share import Clock, attention_share, attention_timed
+
+    model = fastvit.create_model("vit_tiny_patch16_224", img_size=64, num_classes=10, depth=2)
+    images = torch.randn(2, 3, 64, 64)
+
+    def step():
+        model(images).sum().backward()
+
+    share = attention_share(step, "cpu", reset=lambda: model.zero_grad(set_to_none=True))
+    assert 0.0 < share < 1.0
+    model.zero_grad(set_to_none=True)
+    step()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    clock = Clock("cpu")
+    with attention_timed(clock):
+        step()
+    assert clock.seconds() > 0
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, plain[name], rtol=0, atol=0, msg=name)
+    conv = torch.nn.Conv2d(3, 8, 3)
+    assert attention_share(lambda: conv(images), "cpu") is None  # no attention in a CNN
+
+
+def test_attention_share_sees_torch_sdpa_called_directly():
+    from fastvit.bench.share import attention_share
+
+    q = torch.randn(1, 2, 64, 32, requires_grad=True)
+    w = torch.randn(32, 32, requires_grad=True)
+
+    def step():
+        x = q @ w
+        torch.nn.functional.scaled_dot_product_attention(x, x, x).sum().backward()
+
+    assert 0.0 < attention_share(step, "cpu") < 1.0

@@ -222,8 +222,12 @@ class Sweep:
         # the calls above warmed caches and the allocator; slow CPU calls need no further warm-up round
         warmup = self.budget.warmup_rounds if (cuda or call < 0.1) else 0
         if not cuda:
-            return None, timer(work.fn, work.reset, rounds, warmup), []
-        return (None, *self._time_cuda(timer, work, rounds, warmup))
+            timing = (None, timer(work.fn, work.reset, rounds, warmup), [])
+        else:
+            timing = (None, *self._time_cuda(timer, work, rounds, warmup))
+        if work.share is not None:  # a run of its own, after the timed rounds
+            row["attention_share"] = work.share()
+        return timing
 
     def _time_cuda(self, timer: Timer, work: Workload, rounds: int, warmup: int) -> tuple[Stats, list[float]]:
         """Timed rounds, each after an untimed L2 flush, with CUDA events around the call itself."""

@@ -7,6 +7,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from fastvit.bench.share import attention_share
+
 
 @dataclass
 class Workload:
@@ -15,19 +17,21 @@ class Workload:
     fn: Callable[[], Any]
     reset: Callable[[], None] | None = None
     info: dict = field(default_factory=dict)  # extra row fields known only once built (sdpa_kernel)
+    share: Callable[[], float | None] | None = None  # attention's share of fn's time, measured in a run of its own
 
 
 def workload(call: Callable[[], Any], *, train: bool, leaves: Iterable[torch.Tensor] = (), grads=None,
-             info: dict | None = None) -> Workload:
+             info: dict | None = None, share_on=None) -> Workload:
     """The forward (``call()`` under no_grad) or the training step (``call()`` then the backward of
     its outputs with ``grads``, or of their sum when None) of ``call``; a training step's reset
-    clears the gradients of ``leaves`` (the tensors that receive them) before every round."""
+    clears the gradients of ``leaves`` (the tensors that receive them) before every round. With
+    ``share_on`` (a device) the workload can also measure attention's share of its time."""
     info = dict(info or {})
     if not train:
         def forward():
             with torch.no_grad():
                 return call()
-        return Workload(forward, info=info)
+        return _with_share(Workload(forward, info=info), share_on)
 
     leaves = list(leaves)
 
@@ -45,7 +49,13 @@ def workload(call: Callable[[], Any], *, train: bool, leaves: Iterable[torch.Ten
     def reset():
         for t in leaves:
             t.grad = None
-    return Workload(step, reset, info)
+    return _with_share(Workload(step, reset, info), share_on)
+
+
+def _with_share(work: Workload, device) -> Workload:
+    if device is not None:
+        work.share = lambda: attention_share(work.fn, device, work.reset)
+    return work
 
 
 def maybe_compile(fn: Callable, compiled: bool) -> Callable:
