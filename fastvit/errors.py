@@ -38,5 +38,9 @@ class CheckpointError(FastViTError, ValueError):
     """A checkpoint's keys or shapes do not match the model."""
 
 
+class ResultsError(FastViTError, ValueError):
+    """A sweep results file cannot be written (another sweep holds it) or resumed (another environment)."""
+
+
 class MissingExtraError(FastViTError, ImportError):
     """A package of an optional extra (e.g. ``fastvit[bench]`` for the report) is not installed."""

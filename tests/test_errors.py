@@ -44,9 +44,15 @@ def test_bad_images(model, images, error, match):
 
 def test_error_hierarchy():
     assert issubclass(ResolutionError, ShapeError) and issubclass(ShapeError, ValueError)
-    assert issubclass(DTypeError, TypeError)
-    for err in (ShapeError, DTypeError, BackendError, UnknownModelError, CheckpointError):
+    assert issubclass(DTypeError, TypeError) and issubclass(fastvit.MissingExtraError, ImportError)
+    for err in (ShapeError, DTypeError, BackendError, UnknownModelError, CheckpointError, ConfigError,
+                fastvit.ResultsError, fastvit.MissingExtraError, fastvit.DeviceError):
         assert issubclass(err, FastViTError)
+    documented = open("README.md").read().split("## Errors")[1]
+    for name in dir(fastvit.errors):
+        obj = getattr(fastvit.errors, name)
+        if isinstance(obj, type) and issubclass(obj, FastViTError):
+            assert f"`{name}`" in documented, f"{name} is not in README's error table"
 
 
 def test_img_size_not_divisible_at_construction():

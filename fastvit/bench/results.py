@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from fastvit.bench.rows import KEY
-from fastvit.errors import FastViTError
+from fastvit.errors import ResultsError
 
 try:
     import fcntl
@@ -27,10 +27,6 @@ except ImportError:  # not POSIX: no lock
 # what must be equal for rows of two runs to be measurements under one environment
 ENV_KEY = ("device", "device_name", "threads", "torch", "cuda", "cudnn", "triton", "xformers", "triton_autotune",
            "python", "git", "time_budget_s", "min_rounds", "max_rounds", "target_time_s")
-
-
-class ResultsError(FastViTError, ValueError):
-    """A results file cannot be written (locked by another sweep) or resumed (another environment)."""
 
 
 def row_key(row: dict) -> tuple:
