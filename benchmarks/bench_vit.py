@@ -31,7 +31,7 @@ def make_case(settings, impl: str, vit_norm: str, vit_patch: str, resolution: in
         shapes = fastvit.create_model(settings.model, img_size=resolution, dynamic_img_size=True).op_shapes()
     reasons = []
     for op, backend in chosen.items():
-        for shape in shapes[op]:
+        for shape in shapes.get(op, []):
             ok, reason = registry(op).availability(backend, device, dtype, **shape)
             if not ok:
                 reasons.append(f"{op} backend {backend!r}: {reason}")
