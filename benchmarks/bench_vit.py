@@ -1,62 +1,131 @@
-"""The whole ViT: images (B, 3, res, res) -> logits, with a dynamic-size model built for each resolution.
+"""Whole models: images (B, 3, res, res) -> logits, a model built for each resolution.
 
-Work (fastvit.bench.vit_flops): 2 * MACs of every GEMM (patch embedding, qkv, proj, MLP, head)
-plus attention's 4 * B * H * N^2 * D per block; a training step (forward + backward of
-``logits.sum()``) counts 3x the forward. Units: ms and MiB.
+``test_vit``: every preset of ``--model`` (any family: ViT, DeiT, Swin, PiT) with each attention
+backend, and with ``--peers`` timm's and HF transformers' builds of the same preset with the same
+weights, running their own attention. ``test_cnn`` (with ``--peers``): CNN baselines from
+torchvision. Rows carry the model, its family, the library and the parameter count, and attention's
+share of the time measured inside the model (fastvit.bench.share).
+
+Work (fastvit.bench.model_flops): FLOPs counted over the model's forward (and backward, for a
+training step of ``logits.sum()``) on the meta device; the same count for every library's build of
+one architecture. Units: ms and MiB.
 """
 import torch
 
 import fastvit
 from fastvit import bench as fb
+from fastvit.bench import peers
 from fastvit.devices import DTYPES
+from fastvit.errors import FastViTError
+from fastvit.models import get_preset
 from fastvit.registry import registry
 
 from _workloads import kernel_info
 
-OP = "vit"
+OP = "model"
 
 
-def make_case(settings, impl: str, vit_norm: str, vit_patch: str, resolution: int, pass_name: str,
-              dtype_name: str) -> fb.Case:
-    cfg, device, dtype = settings.cfg, settings.device, DTYPES[dtype_name]
-    name, compiled = fb.split_impl(impl)
-    B, H, D = settings.batch, cfg.num_heads, cfg.embed_dim // cfg.num_heads
-    N = fb.num_tokens(resolution, cfg.patch_size)
-    train = pass_name == "train"
-    fields = dict(norm_backend=vit_norm, patch_backend=vit_patch, model=settings.model, resolution=resolution,
-                  tokens=N, batch=B, heads=H, head_dim=D, depth=cfg.depth, embed_dim=cfg.embed_dim,
-                  patch_size=cfg.patch_size, dtype=dtype_name, **{"pass": pass_name})
-    chosen = {"attention": name, "norm": vit_norm, "patch": vit_patch}
-    with torch.device("meta"):  # the op shapes of the model, without allocating it
-        shapes = fastvit.create_model(settings.model, img_size=resolution, dynamic_img_size=True).op_shapes()
+def _fields(settings, model, family, library, resolution, pass_name, dtype_name, params, **extra):
+    return dict(model=model, family=family, library=library, resolution=resolution, batch=settings.batch,
+                params=params, dtype=dtype_name, **extra, **{"pass": pass_name})
+
+
+def _matrices(cfg, batch, tokens, train, itemsize) -> float | None:
+    """Bytes of the N x N matrices a materializing attention backend holds in a global-attention model:
+    one block's scores and probabilities at a time in inference, every block's probabilities for a
+    training step's backward. None for windowed or pooled attention (Swin, PiT), whose matrices are small."""
+    if not hasattr(cfg, "depth") or not isinstance(cfg.depth, int) or not hasattr(cfg, "grid_size"):
+        return None
+    return batch * cfg.num_heads * tokens * tokens * itemsize * ((cfg.depth + 3) if train else 2)
+
+
+def make_case(settings, model_name: str, source: tuple, vit_norm: str, vit_patch: str, resolution: int,
+              pass_name: str, dtype_name: str) -> fb.Case:
+    library, impl = source
+    device, dtype, train = settings.device, DTYPES[dtype_name], pass_name == "train"
+    family = get_preset(model_name).family.name
+    name, compiled = fb.split_impl(impl) if library == "fastvit" else (None, False)
+    backends = {"attention": name, "norm": vit_norm, "patch": vit_patch} if library == "fastvit" else {}
     reasons = []
-    for op, backend in chosen.items():
+    try:  # on the meta device: the model's shapes, without allocating it
+        with torch.device("meta"):
+            meta = fastvit.create_model(model_name, img_size=resolution)
+        shapes, cfg, params = meta.op_shapes(), meta.cfg, sum(p.numel() for p in meta.parameters())
+    except FastViTError as err:
+        shapes, cfg, params = {}, None, None
+        reasons.append(f"{model_name} at {resolution} px: {err}")
+    for op, backend in backends.items():
         for shape in shapes.get(op, []):
             ok, reason = registry(op).availability(backend, device, dtype, **shape)
             if not ok:
                 reasons.append(f"{op} backend {backend!r}: {reason}")
                 break
-    if resolution % cfg.patch_size:
-        reasons.append(f"{resolution} px is not divisible by the patch size {cfg.patch_size}")
-    backends = tuple(registry(op).get(b) for op, b in chosen.items())
+    if library != "fastvit" and cfg is not None:
+        reasons.append(peers.unavailable(library, family) or "")
+    reasons = [r for r in reasons if r]
+    tokens = cfg.num_tokens if cfg is not None and hasattr(cfg, "num_tokens") else None
+    extra = dict(tokens=tokens, norm_backend=vit_norm if library == "fastvit" else None,
+                 patch_backend=vit_patch if library == "fastvit" else None)
+    if cfg is not None:
+        extra.update(patch_size=cfg.patch_size, heads=getattr(cfg, "num_heads", None),
+                     depth=getattr(cfg, "depth", None))
+    fields = _fields(settings, model_name, family, library, resolution, pass_name, dtype_name, params, **extra)
+    label = impl if library == "fastvit" else library
 
     def build() -> fb.Workload:
         with torch.device(device):  # parameters created and initialized on the device itself
-            model = fastvit.create_model(settings.model, attn_backend=name, img_size=resolution,
-                                         dynamic_img_size=True, norm_backend=vit_norm, patch_backend=vit_patch)
-        model = model.to(dtype).train(train)
-        images = torch.randn(B, cfg.in_chans, resolution, resolution, device=device, dtype=dtype)
-        forward = fb.maybe_compile(model, compiled)
-        q = torch.empty(B, H, N, D, device=device, dtype=dtype, requires_grad=train)
-        return fb.workload(lambda: forward(images), train=train, leaves=list(model.parameters()),
-                           info=kernel_info(backends[0], q, q, q))
+            model = fastvit.create_model(model_name, img_size=resolution, attn_backend=name,
+                                         norm_backend=vit_norm, patch_backend=vit_patch)
+        if library == "fastvit":
+            net, info = model, {}
+            if "attention" in shapes:  # the kernel SDPA picks for the model's (first) attention shape
+                D = shapes["attention"][0]["head_dim"]
+                H, N = (cfg.num_heads, tokens) if tokens else (1, 64)
+                q = torch.empty(settings.batch, H, N, D, device=device, dtype=dtype, requires_grad=train)
+                info = kernel_info(registry("attention").get(name), q, q, q)
+        else:
+            peer = peers.build(library, model_name, model)
+            net, info = peer.module.to(device), {"attention_impl": peer.attention}
+        net = net.to(dtype).train(train)
+        images = torch.randn(settings.batch, 3, resolution, resolution, device=device, dtype=dtype)
+        forward = fb.maybe_compile(net, compiled)
+        return fb.workload(lambda: forward(images), train=train, leaves=list(net.parameters()), info=info,
+                           share_on=None if compiled else device)
 
-    # backends holding N x N matrices: one block's scores and probabilities at a time in inference; a
-    # training step keeps every block's probabilities for the backward
-    matrices = B * H * N * N * dtype.itemsize * ((cfg.depth + 3) if train else 2)
-    return fb.Case(OP, impl, fields, build, backends=backends, flops=fb.vit_flops(cfg, B, resolution, pass_name),
-                   skip="; ".join(reasons) or None, matrix_bytes=matrices)
+    flops = None
+    if cfg is not None and not reasons:
+        flops = fb.model_flops(lambda: fastvit.create_model(model_name, img_size=resolution),
+                               (settings.batch, 3, resolution, resolution), pass_name)
+    used = tuple(registry(op).get(b) for op, b in backends.items())
+    return fb.Case(OP, label, fields, build, backends=used, flops=flops, skip="; ".join(reasons) or None,
+                   matrix_bytes=_matrices(cfg, settings.batch, tokens, train, dtype.itemsize) if tokens else None)
 
 
-def test_vit(measure, settings, impl, vit_norm, vit_patch, resolution, pass_name, dtype_name):
-    measure(make_case(settings, impl, vit_norm, vit_patch, resolution, pass_name, dtype_name))
+def make_cnn_case(settings, cnn: str, resolution: int, pass_name: str, dtype_name: str) -> fb.Case:
+    device, dtype, train = settings.device, DTYPES[dtype_name], pass_name == "train"
+    ok, reason = peers.available("torchvision")
+    params = None
+    if ok:
+        with torch.device("meta"):
+            params = sum(p.numel() for p in peers.build_cnn(cnn).module.parameters())
+    fields = _fields(settings, cnn, "cnn", "torchvision", resolution, pass_name, dtype_name, params)
+
+    def build() -> fb.Workload:
+        with torch.device(device):
+            net = peers.build_cnn(cnn).module
+        net = net.to(dtype).train(train)
+        images = torch.randn(settings.batch, 3, resolution, resolution, device=device, dtype=dtype)
+        return fb.workload(lambda: net(images), train=train, leaves=list(net.parameters()),
+                           info={"attention_impl": "none"})
+
+    flops = fb.model_flops(lambda: peers.build_cnn(cnn).module, (settings.batch, 3, resolution, resolution),
+                           pass_name) if ok else None
+    return fb.Case(OP, "torchvision", fields, build, flops=flops, skip=None if ok else reason)
+
+
+def test_vit(measure, settings, model_name, source, vit_norm, vit_patch, resolution, pass_name, dtype_name):
+    measure(make_case(settings, model_name, source, vit_norm, vit_patch, resolution, pass_name, dtype_name))
+
+
+def test_cnn(measure, settings, cnn, resolution, pass_name, dtype_name):
+    measure(make_cnn_case(settings, cnn, resolution, pass_name, dtype_name))

@@ -28,7 +28,8 @@ import torch
 from fastvit import bench as fb
 from fastvit.bench.results import ResultsError, ResultsFile
 from fastvit.devices import DTYPES, default_device
-from fastvit.models import list_models, preset_config
+from fastvit.bench.peers import CNNS, LIBRARIES
+from fastvit.models import ViTConfig, list_models, preset_config
 from fastvit.ops import ATTENTION, NORM, PATCH
 
 
@@ -48,8 +49,11 @@ def pytest_addoption(parser):
     g.addoption("--patch-backend", metavar="A,B", help="patch-embedding backends (default: all; the whole-model "
                 "sweep uses the default 'conv' unless this is given)")
     g.addoption("--resolutions", default="224,384,512,768,1024", metavar="R,R", help="square image sizes in px")
-    g.addoption("--model", help="preset whose shapes are used (default per device: "
+    g.addoption("--model", metavar="A,B", help="presets of any family for the whole-model rows; the op-level rows "
+                "use the shapes of the first ViT-family one (default per device: "
                 + ", ".join(f"{d}: {v.model}" for d, v in fb.DEFAULTS.items()) + ")")
+    g.addoption("--peers", action="store_true", help="add whole-model rows of timm's and HF transformers' builds "
+                "of the same presets (same weights) and of CNN baselines (" + ", ".join(CNNS) + ")")
     g.addoption("--dtype", metavar="D,D", help=f"{', '.join(DTYPES)} (default per device: "
                 + ", ".join(f"{d}: {v.dtype}" for d, v in fb.DEFAULTS.items()) + ")")
     g.addoption("--device", choices=list(fb.DEFAULTS), help="default: cuda if available, else cpu")
@@ -73,7 +77,9 @@ def pytest_addoption(parser):
 @dataclass
 class Settings:
     device: torch.device
-    model: str
+    models: list         # whole-model presets
+    model: str           # the preset whose shapes the op-level rows use
+    peers: bool
     resolutions: list
     batch: int
     dtypes: list
@@ -108,9 +114,11 @@ def _settings(config) -> Settings:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError("--device=cuda but CUDA is not available")
     defaults = fb.defaults_for(device)
-    model = config.getoption("model") or defaults.model
-    if model not in list_models():
-        raise pytest.UsageError(f"--model: unknown preset {model!r}; known: {', '.join(list_models())}")
+    models = _split(config.getoption("model") or defaults.model)
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:
+        raise pytest.UsageError(f"--model: unknown preset(s) {unknown}; known: {', '.join(list_models())}")
+    op_models = [m for m in models if isinstance(preset_config(m), ViTConfig)] or [defaults.model]
     dtypes = _split(config.getoption("dtype") or defaults.dtype)
     passes = _split(config.getoption("fastvit_pass"))
     for value, allowed, flag in ((dtypes, DTYPES, "--dtype"), (passes, fb.PASSES, "--pass")):
@@ -124,14 +132,15 @@ def _settings(config) -> Settings:
     compile_ = config.getoption("compile")
     impls = {
         "attention": _backends(config, "attn_backend", ATTENTION, compile_),
-        "vit": _backends(config, "attn_backend", ATTENTION, compile_),
+        "model": _backends(config, "attn_backend", ATTENTION, compile_),
         "layernorm": _backends(config, "norm_backend", NORM, compile_),
         "patch_embed": _backends(config, "patch_backend", PATCH, compile_),
     }
     vit_norm = _split(config.getoption("norm_backend")) if config.getoption("norm_backend") else [NORM.default]
     vit_patch = _split(config.getoption("patch_backend")) if config.getoption("patch_backend") else [PATCH.default]
     results = Path(config.getoption("results") or f".benchmarks/fastvit-{device.type}.jsonl")
-    return Settings(device=device, model=model, resolutions=resolutions,
+    return Settings(device=device, models=models, model=op_models[0], peers=config.getoption("peers"),
+                    resolutions=resolutions,
                     batch=config.getoption("batch_size") or defaults.batch, dtypes=dtypes, passes=passes,
                     impls=impls, vit_norm=vit_norm, vit_patch=vit_patch, results=results,
                     time_budget=config.getoption("time_budget"))
@@ -167,7 +176,8 @@ def pytest_unconfigure(config):
 
 def pytest_report_header(config):
     s = config.stash[_SETTINGS]
-    return (f"fastvit sweep: {s.model} on {s.device.type}, batch {s.batch}, {','.join(s.dtypes)}, "
+    return (f"fastvit sweep: {','.join(s.models)}{' with peers' if s.peers else ''} (op level: {s.model}) on "
+            f"{s.device.type}, batch {s.batch}, {','.join(s.dtypes)}, "
             f"passes {','.join(s.passes)}, resolutions {','.join(map(str, s.resolutions))}, "
             f"{torch.get_num_threads()} threads; rows -> {s.results}")
 
@@ -180,6 +190,13 @@ def pytest_generate_tests(metafunc):
     # sizes outermost: every backend of one size runs back to back, so slow drifts of the machine do
     # not land on one backend; smaller sizes first, so larger ones can be judged against the budget
     metafunc.parametrize("resolution", s.resolutions, ids=[f"{r}px" for r in s.resolutions])
+    if "model_name" in metafunc.fixturenames:
+        metafunc.parametrize("model_name", s.models)
+    if "source" in metafunc.fixturenames:  # (library, implementation): fastvit's backends, then the peers
+        sources = [("fastvit", i) for i in s.impls[op]] + ([(lib, lib) for lib in LIBRARIES] if s.peers else [])
+        metafunc.parametrize("source", sources, ids=[i if lib == "fastvit" else lib for lib, i in sources])
+    if "cnn" in metafunc.fixturenames:
+        metafunc.parametrize("cnn", list(CNNS) if s.peers else [])
     if "impl" in metafunc.fixturenames:
         metafunc.parametrize("impl", s.impls[op])
     if "vit_norm" in metafunc.fixturenames:
@@ -202,7 +219,7 @@ def sweep(request, settings) -> fb.Sweep:
     results = request.config.stash[_RESULTS]
     budget, env = request.config.stash[_PLAN]
     results.open_for_writing()
-    env = {**env, "model": settings.model, "batch": settings.batch}
+    env = {**env, "models": settings.models, "model": settings.model, "batch": settings.batch, "peers": settings.peers}
     if results.recorded:
         env["resumed_rows"] = len(results.recorded)
     writer = fb.RowWriter(settings.results, truncate=False)

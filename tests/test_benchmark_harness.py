@@ -61,13 +61,13 @@ def test_jsonl_rows(sweep):
             assert r["flops_per_s"] > 0
         if r["status"] == "ok" and r["backend"].startswith("sdpa"):
             assert r["sdpa_kernel"].startswith("sdpa-")
-        if r["op"] == "vit":
+        if r["op"] == "model":
             assert r["norm_backend"] == "torch" and r["patch_backend"] == "conv"
     status = {(r["op"], r["backend"]): r["status"] for r in rows}
-    for op, backend in (("attention", "naive"), ("attention", "sdpa"), ("vit", "sdpa"), ("layernorm", "torch"),
+    for op, backend in (("attention", "naive"), ("attention", "sdpa"), ("model", "sdpa"), ("layernorm", "torch"),
                         ("patch_embed", "conv")):
         assert status[op, backend] == "ok"
-    for op in ("attention", "vit", "layernorm", "patch_embed"):
+    for op in ("attention", "model", "layernorm", "patch_embed"):
         # never timed on CPU, although TRITON_INTERPRET=1 makes the backend available
         assert status[op, "triton"].startswith("skipped: ") and "interpreter" in status[op, "triton"]
     assert status["attention", "xformers"].startswith("skipped: ")
@@ -274,3 +274,15 @@ def test_attention_share_sees_torch_sdpa_called_directly():
         torch.nn.functional.scaled_dot_product_attention(x, x, x).sum().backward()
 
     assert 0.0 < attention_share(step, "cpu") < 1.0
+
+
+def test_nested_attention_spans_count_once():
+    """A fastvit backend calling torch's SDPA is one attention call, not two."""
+    from fastvit.bench.share import Clock
+
+    clock = Clock("cpu")
+    with clock.span():
+        with clock.span():
+            pass
+        inner = clock._seconds
+    assert inner == 0.0 and clock.seconds() > 0.0

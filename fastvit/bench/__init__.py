@@ -11,8 +11,8 @@ from fastvit.bench.memory import cpu_peak_memory, cuda_peak_memory, is_oom, peak
 from fastvit.bench.rows import KEY, OPS, PASSES, RowWriter, row_summary, split_impl, status_kind
 from fastvit.bench.sweep import Case, Outcome, Sweep
 from fastvit.bench.timing import Stats, measure_copy_bandwidth, measure_matmul_peak, perf_counter_timer
-from fastvit.bench.work import (add_layer_norm_bytes, attention_flops, num_tokens, patch_embed_bytes,
-                                patch_embed_flops, vit_flops)
+from fastvit.bench.work import (add_layer_norm_bytes, attention_flops, model_flops, num_tokens, patch_embed_bytes,
+                                patch_embed_flops)
 from fastvit.bench.workload import Workload, compile_stats, maybe_compile, workload
 
 __all__ = [
@@ -20,6 +20,6 @@ __all__ = [
     "cpu_peak_memory", "cuda_peak_memory", "is_oom", "peak_memory", "rss_peak_memory",
     "KEY", "OPS", "PASSES", "RowWriter", "row_summary", "split_impl", "status_kind",
     "Case", "Outcome", "Sweep", "Stats", "measure_copy_bandwidth", "measure_matmul_peak", "perf_counter_timer",
-    "add_layer_norm_bytes", "attention_flops", "num_tokens", "patch_embed_bytes", "patch_embed_flops", "vit_flops",
+    "add_layer_norm_bytes", "attention_flops", "num_tokens", "patch_embed_bytes", "patch_embed_flops", "model_flops",
     "Workload", "compile_stats", "maybe_compile", "workload",
 ]

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import torch
 
-OPS = ("attention", "vit", "layernorm", "patch_embed")
-# the registry whose backend each op's ``backend`` column names (the whole model's is its attention)
-OP_REGISTRY = {"attention": "attention", "vit": "attention", "layernorm": "norm", "patch_embed": "patch"}
+OPS = ("attention", "model", "layernorm", "patch_embed")
+# the registry whose backend each op's ``backend`` column names (a whole fastvit model's is its attention;
+# a peer's row names its library there, and its attention in ``attention_impl``)
+OP_REGISTRY = {"attention": "attention", "model": "attention", "layernorm": "norm", "patch_embed": "patch"}
+LEGACY_OPS = {"vit": "model"}  # whole-model rows of older results files
 PASSES = ("fwd", "train")
 # the columns that identify a configuration: two rows with equal keys measure the same thing
-KEY = ("op", "backend", "norm_backend", "patch_backend", "model", "resolution", "batch", "dtype", "pass")
+KEY = ("op", "library", "backend", "norm_backend", "patch_backend", "model", "resolution", "batch", "dtype", "pass")
 TIMING = ("median_s", "iqr_s", "q1_s", "q3_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds")
 COMPILE_SUFFIX = "+compile"
 

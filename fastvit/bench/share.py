@@ -22,15 +22,29 @@ from fastvit.registry import registry
 
 
 class Clock:
-    """Sums the time of code run inside :meth:`span`."""
+    """Sums the time of code run inside :meth:`span`; a span inside another (a fastvit backend
+    calling torch's SDPA) is part of the outer one and not counted again."""
 
     def __init__(self, device: torch.device):
         self.cuda = torch.device(device).type == "cuda"
         self._spans: list = []
         self._seconds = 0.0
+        self._depth = 0
 
     @contextlib.contextmanager
     def span(self):
+        self._depth += 1
+        try:
+            if self._depth > 1:
+                yield
+            else:
+                with self._timed():
+                    yield
+        finally:
+            self._depth -= 1
+
+    @contextlib.contextmanager
+    def _timed(self):
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()

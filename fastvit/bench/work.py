@@ -5,6 +5,10 @@ grows as N^2; everything else in a ViT as N.
 """
 from __future__ import annotations
 
+from typing import Callable
+
+import torch
+
 
 def num_tokens(resolution: int, patch: int, prefix: int = 1) -> int:
     """Tokens of a square image: (res / patch)^2 patches plus ``prefix`` tokens (the CLS token)."""
@@ -19,20 +23,22 @@ def attention_flops(batch: int, heads: int, tokens: int, head_dim: int, pass_: s
     return fwd * (3.5 if pass_ == "train" else 1.0)
 
 
-def vit_flops(cfg, batch: int, resolution: int, pass_: str = "fwd") -> float:
-    """A ViT forward: 2 * MACs of the patch-embedding GEMM, every block's qkv, proj, fc1 and fc2,
-    and the head, plus attention's 4 * B * H * N^2 * D per block. Norms, softmax, GELU and adds
-    are not counted. A training step counts the backward as 2x the forward, so 3x in all."""
-    patch, E, C = cfg.patch_size, cfg.embed_dim, cfg.in_chans
-    patches = (resolution // patch) ** 2
-    N = patches + 1
-    hidden = int(E * cfg.mlp_ratio)
-    stem = 2.0 * batch * patches * E * C * patch * patch
-    linears = 2.0 * batch * N * (3 * E * E + E * E + 2 * E * hidden)  # qkv, proj, fc1, fc2
-    attn = attention_flops(batch, cfg.num_heads, N, E // cfg.num_heads)
-    head = 2.0 * batch * E * cfg.num_classes
-    fwd = stem + cfg.depth * (linears + attn) + head
-    return fwd * (3.0 if pass_ == "train" else 1.0)
+def model_flops(build: Callable[[], torch.nn.Module], images_shape: tuple, pass_: str = "fwd") -> float:
+    """FLOPs of a whole model's forward, counted by ``torch.utils.flop_counter.FlopCounterMode`` on the
+    meta device, where nothing is allocated or computed: 2 x MACs of every matmul and convolution,
+    attention's matmuls included; norms, softmax and elementwise ops are not counted. A training step
+    counts the backward as 2x the forward, so 3x in all (the usual convention; counting the backward's
+    kernels instead would depend on how each library writes its gradients). ``build`` makes the
+    model (called under ``torch.device("meta")``); the count serves every library's build of one
+    architecture."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build().eval()
+        images = torch.empty(images_shape)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(images)
+    return float(counter.get_total_flops()) * (3.0 if pass_ == "train" else 1.0)
 
 
 def add_layer_norm_bytes(rows: int, hidden: int, elem: int, pass_: str = "fwd") -> float:

@@ -1,0 +1,125 @@
+"""The sweep's peers: the same architectures as timm and HF transformers build them, with the same
+weights, and CNN baselines from torchvision, as whole-model rows timed by the same harness.
+
+Each peer is built from a fastvit model: timm's model of the same preset name loads fastvit's state
+dict unchanged (the keys are timm's); HF's is converted by :mod:`fastvit.models.hf`. A library that
+is not installed, or has no such architecture, makes its rows ``skipped`` with the reason
+(``pip install 'fastvit[peers]'``). Every peer runs its library's own attention, named in the row's
+``backend`` column.
+
+torchvision (which timm imports) on PyPI is a CUDA build; beside a CPU build of torch its compiled
+ops (NMS and friends, unused by these models) fail to load, and its import fails at registering
+their fake kernels. :func:`import_torchvision` then declares those two operator schemas, without
+any kernel, so that the import and the models work; calling ``torchvision.ops.nms`` still fails.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from fastvit.models import get_preset
+
+LIBRARIES = ("timm", "transformers")
+CNNS = {"resnet50": "resnet50", "convnext_tiny": "convnext_tiny"}  # model name -> torchvision builder
+INSTALL = "pip install 'fastvit[peers]' (scripts/setup_venv.sh pins torchvision to the installed torch)"
+_SCHEMAS = {"nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+            "qnms": "qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor"}
+_declared: list = []
+
+
+def import_torchvision():
+    """``import torchvision``, also where its compiled ops cannot load (see the module docstring)."""
+    try:
+        return importlib.import_module("torchvision")
+    except RuntimeError as err:
+        if "torchvision::" not in str(err) or "does not exist" not in str(err):
+            raise
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+    lib = torch.library.Library("torchvision", "DEF")
+    for schema in _SCHEMAS.values():
+        lib.define(schema)
+    _declared.append(lib)  # the declarations live as long as the library object
+    return importlib.import_module("torchvision")
+
+
+def available(library: str) -> tuple[bool, str]:
+    """Whether ``library`` ("timm", "transformers", "torchvision") imports here, and why not."""
+    try:
+        if library in ("timm", "torchvision"):
+            import_torchvision()
+        importlib.import_module(library)
+    except Exception as err:  # any import failure makes the peer unavailable, with its reason
+        return False, f"{library} is not importable ({type(err).__name__}: {str(err)[:160]}); {INSTALL}"
+    return True, ""
+
+
+@dataclass
+class Peer:
+    """A peer model ready to run: images (B, C, H, W) -> logits, and the attention it runs."""
+
+    module: nn.Module
+    attention: str  # the library's attention implementation, e.g. "sdpa" or "eager"; "none" for a CNN
+
+
+class _Logits(nn.Module):
+    """An HF model behind fastvit's calling convention: images -> logits."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=images).logits
+
+
+def _timm(name: str, model: nn.Module) -> Peer:
+    import_torchvision()
+    import timm
+
+    cfg = model.cfg
+    peer = timm.create_model(name, pretrained=False, img_size=cfg.img_size, num_classes=cfg.num_classes)
+    peer.load_state_dict(model.state_dict())  # strict: fastvit's keys are timm's
+    fused = {getattr(m, "fused_attn") for m in peer.modules() if hasattr(m, "fused_attn")}
+    return Peer(peer, "sdpa" if fused == {True} else "eager" if fused == {False} else "mixed")
+
+
+def _transformers(name: str, model: nn.Module) -> Peer:
+    from fastvit.models.hf import to_hf
+
+    family = get_preset(name).family.name
+    if family in ("vit", "deit"):  # HF's DeiT classes are the distilled architecture; plain DeiT is a ViT
+        family = "deit" if getattr(model.cfg, "distilled", False) else "vit"
+    peer, impl = to_hf(family, model.cfg, model.state_dict(), attn_implementation="sdpa")
+    return Peer(_Logits(peer), impl)
+
+
+BUILDERS: dict[str, Callable[[str, nn.Module], Peer]] = {"timm": _timm, "transformers": _transformers}
+# the families each library builds (HF transformers has no PiT)
+FAMILIES = {"timm": ("vit", "deit", "swin", "pit"), "transformers": ("vit", "deit", "swin")}
+
+
+def unavailable(library: str, family: str) -> str | None:
+    """Why ``library`` cannot serve as a peer for a model of ``family`` here (or None)."""
+    ok, reason = available(library)
+    if not ok:
+        return reason
+    if family not in FAMILIES[library]:
+        return f"{library} has no {family} architecture"
+    return None
+
+
+def build(library: str, name: str, model: nn.Module) -> Peer:
+    """``library``'s build of preset ``name``, with the weights of the fastvit model ``model``."""
+    return BUILDERS[library](name, model)
+
+
+def build_cnn(name: str, num_classes: int = 1000) -> Peer:
+    """A torchvision CNN baseline, freshly initialised."""
+    tv = import_torchvision()
+    return Peer(getattr(tv.models, CNNS[name])(num_classes=num_classes), "none")
