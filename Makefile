@@ -1,7 +1,7 @@
 # fastvit: `make test` and `make bench` each set themselves up on a fresh machine.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= test
+EXTRAS ?= test,peers
 
 .PHONY: setup test bench bench-gpu clean
 
@@ -33,7 +33,7 @@ bench: setup
 # included), fastvit check per dtype, the ViT-B/16 and ViT-L/16 sweeps with every backend, and their
 # reports, all under reports/<device>/ (settings: scripts/gpu_job.sh).
 bench-gpu:
-	$(MAKE) setup EXTRAS=test,xformers
+	$(MAKE) setup EXTRAS=test,peers,xformers
 	PYTHON=$(PY) scripts/gpu_job.sh all
 
 clean:

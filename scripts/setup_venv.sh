@@ -3,7 +3,7 @@
 #
 #   scripts/setup_venv.sh VENV EXTRAS
 #
-# torch is installed before the project so that pip never swaps it:
+# torch is installed before the project so that pip never swaps it (and is pinned while the rest installs):
 #   - a torch already in the venv is kept (CPU or CUDA build alike);
 #   - on a machine with an NVIDIA GPU, the normal (CUDA) build is installed;
 #   - otherwise the CPU build, torch==$FASTVIT_CPU_TORCH (default 2.13.0), is installed. Extra
@@ -31,5 +31,9 @@ else
     "${pip[@]}" ${FASTVIT_TORCH_PIP_ARGS:-} "torch==${FASTVIT_CPU_TORCH:-2.13.0}"
 fi
 
-echo "[setup] installing fastvit[$extras] (editable)"
-"${pip[@]}" -e ".[$extras]"
+# Pin the torch just installed: an extra that depends on torch (torchvision, which timm needs) then
+# resolves to the release built for it, instead of pulling a newer torch (a multi-GB CUDA build).
+constraints="$venv/constraints.txt"
+"$venv/bin/python" -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' > "$constraints"
+echo "[setup] installing fastvit[$extras] (editable) with $(cat "$constraints")"
+"${pip[@]}" -c "$constraints" -e ".[$extras]"
