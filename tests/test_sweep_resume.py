@@ -92,7 +92,7 @@ def test_a_line_cut_short_is_dropped_and_its_configuration_measured_again(tmp_pa
     lines = [json.dumps({"environment": {"device": "cpu"}})] + [json.dumps(r) for r in rows]
     path.write_text("\n".join(lines) + "\n" + lines[-1][:20])  # killed while writing a third row
     results = ResultsFile(path, resume=True)
-    assert sorted(k[1] for k in results.recorded) == ["a", "b"]
+    assert sorted(k[KEY.index("backend")] for k in results.recorded) == ["a", "b"]
     results.open_for_writing()
     results.close()
     assert path.read_text() == "\n".join(lines) + "\n"
