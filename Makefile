@@ -12,8 +12,12 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml scripts/setup_venv.sh
 
 setup: $(VENV)/.installed-$(EXTRAS)
 
+# The suite, then the ahead-of-time compile audit of the Triton kernels for sm_90 and sm_80 (no GPU
+# needed): it rewrites reports/audit/ (deterministic: a clean run leaves no diff) and fails on any
+# config of the default space that does not compile, overflows shared memory or spills.
 test: setup
 	$(PY) -m pytest -rs tests
+	$(PY) -m kernels.audit --arch sm_90,sm_80 --out reports/audit
 
 # The main job: the resolution sweep on this machine's default device (CUDA if present, else CPU),
 # then its report, both in reports/<device>/ (results.jsonl is written row by row as the sweep goes).

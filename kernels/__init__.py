@@ -2,7 +2,9 @@
 
 This package stands alone (it never imports ``fastvit``). Every public function is differentiable
 and runs on CUDA tensors, or on CPU tensors through Triton's interpreter (TRITON_INTERPRET=1 set
-before triton is imported). Importing it touches no GPU.
+before triton is imported). Importing it touches no GPU. ``python -m kernels.audit`` compiles every
+launch the launchers make for fastvit's ViT shapes ahead of time for sm_90 and sm_80 (no GPU needed)
+and reports shared memory, registers, spills and the MMA instructions of each configuration.
 """
 from kernels._common import interpreter_enabled, runnable_on
 from kernels.flash_attention import flash_attention, attention_ref

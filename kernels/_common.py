@@ -1,9 +1,15 @@
-"""Helpers shared by the kernels' launchers: where a kernel may run and input validation."""
+"""Helpers shared by the kernels' launchers: where a kernel may run, input validation, the autotuning
+search spaces (as data, one entry per kernel in SPACES), the device guard, and the two hooks the
+GPU-readiness audit (kernels.audit) and the CUDA tests use: recorded CPU launches and pinned configs.
+"""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 
 import torch
+import triton
 
 
 def interpreter_enabled() -> bool:
@@ -12,6 +18,7 @@ def interpreter_enabled() -> bool:
 
 
 AUTOTUNE_ENV = "FASTVIT_AUTOTUNE"
+MODES = ("off", "on", "full")
 
 
 def autotune_mode() -> str:
@@ -36,9 +43,60 @@ def autotune_mode() -> str:
     raise ValueError(f"{AUTOTUNE_ENV}={value!r} is not a valid setting; expected one of on, full, off")
 
 
-def tuning_space(fixed, compact, full) -> list:
-    """The configurations to autotune over in the current mode: ``[fixed]``, ``compact`` or ``full``."""
-    return {"off": [fixed], "on": compact, "full": full}[autotune_mode()]
+# Every autotuned kernel's three search spaces, keyed by the @triton.jit function's name:
+# {"off": [...], "on": [...], "full": [...]}. Filled when a kernel module is imported (with or without
+# the interpreter), so that the audit and the tests read every space whatever FASTVIT_AUTOTUNE says.
+SPACES: dict[str, dict[str, list]] = {}
+
+
+def autotune(fn, *, off, on, full, key, prune=None):
+    """Register ``fn``'s spaces in SPACES and return its autotuner over the space of the current mode;
+    under the interpreter, ``fn`` itself (its launchers pass the interpreter's fixed blocks).
+
+    ``prune(configs, named_args, **kwargs)`` is the autotuner's early prune: it drops the
+    configurations that do not suit a launch (dtype, head dim) before anything is compiled."""
+    SPACES[fn.__name__] = {"off": [off], "on": list(on), "full": list(full)}
+    if interpreter_enabled():
+        return fn
+    return triton.autotune(SPACES[fn.__name__][autotune_mode()], key=key,
+                           prune_configs_by={"early_config_prune": prune} if prune else None)(fn)
+
+
+def config_key(config) -> tuple:
+    """A configuration as a hashable value: block sizes, warps, stages."""
+    return tuple(sorted(config.kwargs.items())), config.num_warps, config.num_stages
+
+
+def by_precision(mma, fp32, fallback):
+    """An early prune for kernels with an ``IEEE`` constexpr (true fp32 dots): a space holds two
+    families of configurations, ``mma`` for fp16 / bf16 launches, whose dots run on tensor cores,
+    and ``fp32`` for fp32 launches, whose dots run as FMAs with both operands in registers and so
+    need smaller tiles. A launch keeps its own family (``fallback`` if none of it is in the space)."""
+    keys = {False: {config_key(c) for c in mma}, True: {config_key(c) for c in fp32}}
+    if keys[False] & keys[True]:
+        raise ValueError(f"configurations in both families: {sorted(keys[False] & keys[True])}")
+
+    def prune(configs, named_args, **kwargs):
+        kept = [c for c in configs if config_key(c) in keys[bool(kwargs["IEEE"])]]
+        return kept or [fallback]
+    return prune
+
+
+# ------------------------------------------------------------------------------------------------
+# Devices and validation
+# ------------------------------------------------------------------------------------------------
+_LAUNCHES_RECORDED = contextvars.ContextVar("kernels_launches_recorded", default=False)
+
+
+@contextlib.contextmanager
+def cpu_launches_recorded():
+    """While active, CPU tensors pass the launchers' device check without the interpreter. Only for
+    kernels.audit, which replaces every kernel's ``run`` by a recorder first: nothing executes."""
+    token = _LAUNCHES_RECORDED.set(True)
+    try:
+        yield
+    finally:
+        _LAUNCHES_RECORDED.reset(token)
 
 
 def runnable_on(device: torch.device | str) -> tuple[bool, str]:
@@ -47,7 +105,7 @@ def runnable_on(device: torch.device | str) -> tuple[bool, str]:
     if device.type == "cuda":
         return True, ""
     if device.type == "cpu":
-        if interpreter_enabled():
+        if interpreter_enabled() or _LAUNCHES_RECORDED.get():
             return True, ""
         return False, ("Triton kernels need CUDA tensors; CPU tensors run only through Triton's "
                        "interpreter (set TRITON_INTERPRET=1 before triton is imported)")
@@ -69,3 +127,26 @@ def check_inputs(op: str, tensors: dict[str, torch.Tensor], dtypes=(torch.float1
     ok, reason = runnable_on(first.device)
     if not ok:
         raise ValueError(f"{op}: {reason}")
+
+
+def device_guard(t: torch.Tensor):
+    """Make ``t``'s CUDA device current for the launches inside (Triton launches on the current
+    device and its stream, whatever device the pointers live on); nothing to do for CPU tensors."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
+# ------------------------------------------------------------------------------------------------
+# Pinned configurations (tests on CUDA)
+# ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def pinned_config(kernel, config):
+    """Run the autotuned ``kernel`` with ``config`` only while active, whatever its space holds.
+
+    For tests on CUDA that launch each configuration of a space in turn. The autotuner's own state
+    (space and cache of tuned choices) is restored on exit; not thread-safe."""
+    saved = kernel.configs, kernel.cache
+    kernel.configs, kernel.cache = [config], {}
+    try:
+        yield
+    finally:
+        kernel.configs, kernel.cache = saved

@@ -15,26 +15,30 @@ dQ gets its own pass (it recomputes the scores once more) instead of atomic adds
 element is written by exactly one program: the backward is deterministic and needs no zeroed buffer.
 
 What differs from the Triton tutorial: any sequence length (ViT's 197, 577, 1025 are no multiple of
-a block; the tutorial's backward needs N % 128 == 0): query rows and key columns past N are masked on
-load, and masked keys get a -inf score before the softmax. Any head dim from 1 to 256 (ViT-H/14 uses
-80): the head dim is padded to the next power of two *inside* the kernel (BLOCK_D, loads masked on
-d < D), never by copying inputs. Inputs may have any strides, so q, k, v as views into a fused qkv
-projection need no copy. fp32 inputs use ``input_precision="ieee"`` so the fp32 path is true fp32,
-not TF32; fp16/bf16 inputs use tensor-core dots with fp32 accumulation.
+a block; the tutorial's backward needs N % 128 == 0): rows and key columns past N are masked on load,
+and masked keys get a -inf score before the softmax. Any head dim from 1 to 256, as one or two column
+pieces, each a power of two >= 16 (the smallest tensor-core dot): ``BLOCK_D`` and, where it saves
+work, ``BLOCK_D2`` (a constexpr switch of the same kernels; 0: one piece). ViT-H/14's 80 runs as
+64 + 16, so no MMA work goes to padding (padded to 128 it wasted 37.5%); 48 is 32 + 16, 112 is padded
+to 128. Loads are masked on d < D; inputs may have any strides (q, k, v as views into a fused qkv
+projection are read in place). fp32 uses ``input_precision="ieee"`` (true fp32, not TF32); fp16/bf16
+use tensor-core dots with fp32 accumulation. Launches run with the inputs' CUDA device current.
 
 Known limits: self-attention only (q, k, v of one shape), non-causal, no attention mask, no dropout;
 not twice differentiable; 32-bit offsets within one (batch, head) slice: an input whose slice spans
 2**31 elements or more is copied to the contiguous layout first, and N * D must be at most 2**31.
 
-Block sizes are autotuned on GPU per (N, BLOCK_D, dtype) -- keyed on the exact N, since a ViT uses a
-handful of sequence lengths and Triton reuses the compiled kernels across N, so a new N costs only
-the benchmarking. FASTVIT_AUTOTUNE picks the search space (kernels._common.autotune_mode): a compact
-one by default, ``full`` for a wide one, ``off`` for the single 32 x 32 blocking that the interpreter
-runs (one small fixed configuration under the interpreter whatever the setting).
+Block sizes are autotuned on GPU per (N, head-dim pieces, dtype), keyed on the exact N (a ViT uses a
+handful; Triton reuses the compiled kernels across N). FASTVIT_AUTOTUNE picks the space
+(kernels._common.autotune_mode): compact by default, ``full`` wide, ``off`` the single 32 x 32
+blocking the interpreter runs. A space holds two families and the pruning gives a launch its dtype's:
+tensor-core tiles of 64 rows and up for fp16 / bf16 (wgmma on Hopper), small tiles for fp32, whose
+IEEE dots run as FMAs with both operands in registers. Every default-space tile compiles for sm_90
+and sm_80 at head dims 64 and 80 without spills or shared-memory overflow (``python -m kernels.audit``).
 
 Verified on CPU through Triton's interpreter (TRITON_INTERPRET=1) in fp32 and fp16. The interpreter
 computes bf16 ``tl.dot`` wrongly, so bf16 is verified only on GPU (tests/test_flash_attention.py runs
-it when CUDA is present); the GPU path's speed has not been measured here.
+it, and every default-space configuration, when CUDA is present); GPU speed is not measured here.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from kernels._common import check_inputs, interpreter_enabled, tuning_space
+from kernels._common import autotune, by_precision, check_inputs, device_guard, interpreter_enabled
 
 LOG2E = 1.4426950408889634  # exp(x) == exp2(x * LOG2E)
 MIN_HEAD_DIM, MAX_HEAD_DIM = 1, 256
@@ -77,6 +81,19 @@ def _program_ids(N, H, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _load_rows(Base, rows, mask_rows, cols, D, stride_n, stride_d):
+    """The (rows, cols) tile of one (N, D) slice; rows outside mask_rows and columns >= D read as 0."""
+    return tl.load(Base + rows[:, None] * stride_n + cols[None, :] * stride_d,
+                   mask=mask_rows[:, None] & (cols[None, :] < D), other=0.0)
+
+
+@triton.jit
+def _store_rows(Base, rows, mask_rows, cols, D, stride_n, stride_d, value):
+    tl.store(Base + rows[:, None] * stride_n + cols[None, :] * stride_d, value,
+             mask=mask_rows[:, None] & (cols[None, :] < D))
+
+
+@triton.jit
 def _flash_attn_fwd_kernel(
     Q,    # (B, H, N, D) queries, any strides
     K,    # (B, H, N, D) keys, any strides
@@ -89,42 +106,52 @@ def _flash_attn_fwd_kernel(
     stride_ob, stride_oh, stride_on, stride_od,
     H, N, D,
     qk_scale,  # softmax scale * log2(e): scores feed exp2 directly
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,   # head-dim columns [0, BLOCK_D)
+    BLOCK_D2: tl.constexpr,  # 0, or a second piece of columns [BLOCK_D, BLOCK_D + BLOCK_D2)
+    IEEE: tl.constexpr,
 ):
     pid_m, b, h, row0 = _program_ids(N, H, BLOCK_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     mask_m = offs_m < N
-    mask_d = offs_d < D
+    Qs = Q + b * stride_qb + h * stride_qh
+    Ks = K + b * stride_kb + h * stride_kh
+    Vs = V + b * stride_vb + h * stride_vh
 
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
-                mask=mask_m[:, None] & mask_d[None, :], other=0.0)  # (BLOCK_M, BLOCK_D)
-    k_ptrs = K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
-    v_ptrs = V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
-
+    q = _load_rows(Qs, offs_m, mask_m, offs_d, D, stride_qn, stride_qd)  # (BLOCK_M, BLOCK_D)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    if BLOCK_D2 > 0:
+        offs_d2 = BLOCK_D + tl.arange(0, BLOCK_D2)
+        q2 = _load_rows(Qs, offs_m, mask_m, offs_d2, D, stride_qn, stride_qd)  # (BLOCK_M, BLOCK_D2)
+        acc2 = tl.zeros([BLOCK_M, BLOCK_D2], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max, log2 units
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2(s - m_i)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start_n in range(0, N, BLOCK_N):
-        mask_n = start_n + offs_n < N
-        kv_mask = mask_n[:, None] & mask_d[None, :]
-        k = tl.load(k_ptrs + start_n * stride_kn, mask=kv_mask, other=0.0)  # (BLOCK_N, BLOCK_D)
-        s = _dot(q, tl.trans(k), IEEE) * qk_scale  # (BLOCK_M, BLOCK_N)
-        s = tl.where(mask_n[None, :], s, float("-inf"))  # key tail: no weight
+        cols = start_n + offs_n
+        mask_n = cols < N
+        s = _dot(q, tl.trans(_load_rows(Ks, cols, mask_n, offs_d, D, stride_kn, stride_kd)), IEEE)
+        if BLOCK_D2 > 0:
+            s += _dot(q2, tl.trans(_load_rows(Ks, cols, mask_n, offs_d2, D, stride_kn, stride_kd)), IEEE)
+        s = tl.where(mask_n[None, :], s * qk_scale, float("-inf"))  # (BLOCK_M, BLOCK_N); key tail: no weight
         m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every block holds at least one key
         alpha = tl.math.exp2(m_i - m_new)
         p = tl.math.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_ptrs + start_n * stride_vn, mask=kv_mask, other=0.0)  # (BLOCK_N, BLOCK_D)
-        acc = acc * alpha[:, None] + _dot(p, v, IEEE)
+        acc = acc * alpha[:, None] + _dot(p, _load_rows(Vs, cols, mask_n, offs_d, D, stride_vn, stride_vd), IEEE)
+        if BLOCK_D2 > 0:
+            acc2 = acc2 * alpha[:, None] + _dot(p, _load_rows(Vs, cols, mask_n, offs_d2, D, stride_vn, stride_vd),
+                                                IEEE)
         m_i = m_new
 
-    acc = acc / l_i[:, None]
     # Natural-log LSE: (m + log2 l) * ln 2.
     tl.store(Lse + row0 + offs_m, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=mask_m)
-    tl.store(Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
-             acc.to(Out.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
+    Os = Out + b * stride_ob + h * stride_oh
+    _store_rows(Os, offs_m, mask_m, offs_d, D, stride_on, stride_od, (acc / l_i[:, None]).to(Out.dtype.element_ty))
+    if BLOCK_D2 > 0:
+        _store_rows(Os, offs_m, mask_m, offs_d2, D, stride_on, stride_od,
+                    (acc2 / l_i[:, None]).to(Out.dtype.element_ty))
 
 
 @triton.jit
@@ -162,7 +189,8 @@ def _flash_attn_bwd_dkdv_kernel(
     stride_gb, stride_gh, stride_gn, stride_gd,
     H, N, D,
     sm_scale, qk_scale,  # softmax scale, and softmax scale * log2(e)
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr,
+    IEEE: tl.constexpr,
 ):
     # Works on the transposed problem (keys along rows) so that no probability tile needs transposing.
     pid_n, b, h, row0 = _program_ids(N, H, BLOCK_N)
@@ -170,39 +198,54 @@ def _flash_attn_bwd_dkdv_kernel(
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mask_n = offs_n < N
-    mask_d = offs_d < D
-    mask_nd = mask_n[:, None] & mask_d[None, :]
+    Qs = Q + b * stride_qb + h * stride_qh
+    Ks = K + b * stride_kb + h * stride_kh
+    Vs = V + b * stride_vb + h * stride_vh
+    DOs = DOut + b * stride_dob + h * stride_doh
 
-    k = tl.load(K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-                mask=mask_nd, other=0.0)  # (BLOCK_N, BLOCK_D)
-    v = tl.load(V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                mask=mask_nd, other=0.0)  # (BLOCK_N, BLOCK_D)
-    q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
-    do_ptrs = DOut + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod
-
+    k = _load_rows(Ks, offs_n, mask_n, offs_d, D, stride_kn, stride_kd)  # (BLOCK_N, BLOCK_D)
+    v = _load_rows(Vs, offs_n, mask_n, offs_d, D, stride_vn, stride_vd)  # (BLOCK_N, BLOCK_D)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    if BLOCK_D2 > 0:
+        offs_d2 = BLOCK_D + tl.arange(0, BLOCK_D2)
+        k2 = _load_rows(Ks, offs_n, mask_n, offs_d2, D, stride_kn, stride_kd)  # (BLOCK_N, BLOCK_D2)
+        v2 = _load_rows(Vs, offs_n, mask_n, offs_d2, D, stride_vn, stride_vd)
+        dk2 = tl.zeros([BLOCK_N, BLOCK_D2], dtype=tl.float32)
+        dv2 = tl.zeros([BLOCK_N, BLOCK_D2], dtype=tl.float32)
     for start_m in range(0, N, BLOCK_M):
         rows = start_m + offs_m
         mask_m = rows < N
-        mask_md = mask_m[:, None] & mask_d[None, :]
-        q = tl.load(q_ptrs + start_m * stride_qn, mask=mask_md, other=0.0)  # (BLOCK_M, BLOCK_D)
-        do = tl.load(do_ptrs + start_m * stride_don, mask=mask_md, other=0.0)  # (BLOCK_M, BLOCK_D)
+        q = _load_rows(Qs, rows, mask_m, offs_d, D, stride_qn, stride_qd)  # (BLOCK_M, BLOCK_D)
+        do = _load_rows(DOs, rows, mask_m, offs_d, D, stride_don, stride_dod)  # (BLOCK_M, BLOCK_D)
         lse2 = tl.load(Lse + row0 + rows, mask=mask_m, other=0.0) * 1.4426950408889634  # log2 units
         delta = tl.load(Delta + row0 + rows, mask=mask_m, other=0.0)
         st = _dot(k, tl.trans(q), IEEE)  # (BLOCK_N, BLOCK_M) scores, transposed
+        if BLOCK_D2 > 0:
+            q2 = _load_rows(Qs, rows, mask_m, offs_d2, D, stride_qn, stride_qd)
+            do2 = _load_rows(DOs, rows, mask_m, offs_d2, D, stride_don, stride_dod)
+            st += _dot(k2, tl.trans(q2), IEEE)
         # Mask before exp2: a padded lane would otherwise get exp2(-lse), which overflows when every
         # score of the row is very negative (and inf * 0 is NaN).
         st = tl.where(mask_n[:, None] & mask_m[None, :], st * qk_scale - lse2[None, :], float("-inf"))
         pt = tl.math.exp2(st)  # probabilities, transposed
         dv += _dot(pt, do, IEEE)
         dpt = _dot(v, tl.trans(do), IEEE)  # (BLOCK_N, BLOCK_M) gradient of the probabilities
+        if BLOCK_D2 > 0:
+            dv2 += _dot(pt, do2, IEEE)
+            dpt += _dot(v2, tl.trans(do2), IEEE)
         dst = pt * (dpt - delta[None, :])  # gradient of the scaled scores; dK = sm_scale * dst q
         dk += _dot(dst, q, IEEE)
+        if BLOCK_D2 > 0:
+            dk2 += _dot(dst, q2, IEEE)
 
-    g_off = b * stride_gb + h * stride_gh + offs_n[:, None] * stride_gn + offs_d[None, :] * stride_gd
-    tl.store(DK + g_off, (dk * sm_scale).to(DK.dtype.element_ty), mask=mask_nd)
-    tl.store(DV + g_off, dv.to(DV.dtype.element_ty), mask=mask_nd)
+    DKs = DK + b * stride_gb + h * stride_gh
+    DVs = DV + b * stride_gb + h * stride_gh
+    _store_rows(DKs, offs_n, mask_n, offs_d, D, stride_gn, stride_gd, (dk * sm_scale).to(DK.dtype.element_ty))
+    _store_rows(DVs, offs_n, mask_n, offs_d, D, stride_gn, stride_gd, dv.to(DV.dtype.element_ty))
+    if BLOCK_D2 > 0:
+        _store_rows(DKs, offs_n, mask_n, offs_d2, D, stride_gn, stride_gd, (dk2 * sm_scale).to(DK.dtype.element_ty))
+        _store_rows(DVs, offs_n, mask_n, offs_d2, D, stride_gn, stride_gd, dv2.to(DV.dtype.element_ty))
 
 
 @triton.jit
@@ -219,39 +262,52 @@ def _flash_attn_bwd_dq_kernel(
     stride_gb, stride_gh, stride_gn, stride_gd,
     H, N, D,
     sm_scale, qk_scale,  # softmax scale, and softmax scale * log2(e)
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr,
+    IEEE: tl.constexpr,
 ):
     pid_m, b, h, row0 = _program_ids(N, H, BLOCK_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     mask_m = offs_m < N
-    mask_d = offs_d < D
-    mask_md = mask_m[:, None] & mask_d[None, :]
+    Qs = Q + b * stride_qb + h * stride_qh
+    Ks = K + b * stride_kb + h * stride_kh
+    Vs = V + b * stride_vb + h * stride_vh
+    DOs = DOut + b * stride_dob + h * stride_doh
 
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
-                mask=mask_md, other=0.0)  # (BLOCK_M, BLOCK_D)
-    do = tl.load(DOut + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod,
-                 mask=mask_md, other=0.0)  # (BLOCK_M, BLOCK_D)
+    q = _load_rows(Qs, offs_m, mask_m, offs_d, D, stride_qn, stride_qd)  # (BLOCK_M, BLOCK_D)
+    do = _load_rows(DOs, offs_m, mask_m, offs_d, D, stride_don, stride_dod)  # (BLOCK_M, BLOCK_D)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    if BLOCK_D2 > 0:
+        offs_d2 = BLOCK_D + tl.arange(0, BLOCK_D2)
+        q2 = _load_rows(Qs, offs_m, mask_m, offs_d2, D, stride_qn, stride_qd)  # (BLOCK_M, BLOCK_D2)
+        do2 = _load_rows(DOs, offs_m, mask_m, offs_d2, D, stride_don, stride_dod)
+        dq2 = tl.zeros([BLOCK_M, BLOCK_D2], dtype=tl.float32)
     lse2 = tl.load(Lse + row0 + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
     delta = tl.load(Delta + row0 + offs_m, mask=mask_m, other=0.0)
-    k_ptrs = K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
-    v_ptrs = V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
-
-    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start_n in range(0, N, BLOCK_N):
-        mask_n = start_n + offs_n < N
-        kv_mask = mask_n[:, None] & mask_d[None, :]
-        k = tl.load(k_ptrs + start_n * stride_kn, mask=kv_mask, other=0.0)  # (BLOCK_N, BLOCK_D)
-        v = tl.load(v_ptrs + start_n * stride_vn, mask=kv_mask, other=0.0)  # (BLOCK_N, BLOCK_D)
-        s = _dot(q, tl.trans(k), IEEE) * qk_scale - lse2[:, None]  # (BLOCK_M, BLOCK_N)
-        p = tl.math.exp2(tl.where(mask_m[:, None] & mask_n[None, :], s, float("-inf")))  # masked first, as in dK/dV
+        cols = start_n + offs_n
+        mask_n = cols < N
+        k = _load_rows(Ks, cols, mask_n, offs_d, D, stride_kn, stride_kd)  # (BLOCK_N, BLOCK_D)
+        v = _load_rows(Vs, cols, mask_n, offs_d, D, stride_vn, stride_vd)  # (BLOCK_N, BLOCK_D)
+        s = _dot(q, tl.trans(k), IEEE)  # (BLOCK_M, BLOCK_N)
         dp = _dot(do, tl.trans(v), IEEE)  # (BLOCK_M, BLOCK_N)
+        if BLOCK_D2 > 0:
+            k2 = _load_rows(Ks, cols, mask_n, offs_d2, D, stride_kn, stride_kd)
+            v2 = _load_rows(Vs, cols, mask_n, offs_d2, D, stride_vn, stride_vd)
+            s += _dot(q2, tl.trans(k2), IEEE)
+            dp += _dot(do2, tl.trans(v2), IEEE)
+        s = s * qk_scale - lse2[:, None]
+        p = tl.math.exp2(tl.where(mask_m[:, None] & mask_n[None, :], s, float("-inf")))  # masked first, as in dK/dV
         ds = p * (dp - delta[:, None])
         dq += _dot(ds, k, IEEE)
+        if BLOCK_D2 > 0:
+            dq2 += _dot(ds, k2, IEEE)
 
-    tl.store(DQ + b * stride_gb + h * stride_gh + offs_m[:, None] * stride_gn + offs_d[None, :] * stride_gd,
-             (dq * sm_scale).to(DQ.dtype.element_ty), mask=mask_md)
+    DQs = DQ + b * stride_gb + h * stride_gh
+    _store_rows(DQs, offs_m, mask_m, offs_d, D, stride_gn, stride_gd, (dq * sm_scale).to(DQ.dtype.element_ty))
+    if BLOCK_D2 > 0:
+        _store_rows(DQs, offs_m, mask_m, offs_d2, D, stride_gn, stride_gd, (dq2 * sm_scale).to(DQ.dtype.element_ty))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,74 +318,77 @@ _INTERPRETER_BLOCKS = {"BLOCK_M": 32, "BLOCK_N": 32}
 _PREPROCESS_BLOCK_M = 32 if _INTERPRET else 64
 
 
-def _configs(block_ms, block_ns):
-    """The wide search space (FASTVIT_AUTOTUNE=full)."""
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bm in block_ms for bn in block_ns for w in (4, 8) for s in (2, 3, 4)
-        if not (bm * bn >= 128 * 128 and w == 4)  # 128 x 128 fp32 tiles need 8 warps
-    ] + [_FIXED]
+def _config(bm, bn, w, s):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
 
 
-def _listed(*configs):
-    """The compact search space (the default): a few (BLOCK_M, BLOCK_N, num_warps, num_stages)."""
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in configs]
+# FASTVIT_AUTOTUNE=off: the blocking the interpreter tests run in CI (dK/dV with 8 warps: with 4 its
+# fp32 build spills).
+_FIXED = _config(32, 32, 4, 2)
+_OFF = {"fwd": _FIXED, "dkdv": _config(32, 32, 8, 2), "dq": _FIXED}
+
+# Two families of tiles per kernel, (BLOCK_M, BLOCK_N, num_warps, num_stages): "mma" for fp16 / bf16,
+# whose dots run on tensor cores (64-row tiles and up: Hopper's wgmma), and "fp32" for true-fp32
+# dots, which run as FMAs with both operands in registers and need small tiles. Each listed tile
+# compiles for sm_90 and sm_80 without spilling or overflowing shared memory at head dims 64 and 80
+# (python -m kernels.audit); the pruning gives a launch its dtype's family.
+_TILES = {
+    "fwd": dict(mma=[(128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2)],
+                fp32=[(32, 32, 4, 2), (32, 64, 8, 2), (16, 64, 4, 2)]),
+    "dkdv": dict(  # BLOCK_N: the program's key block; BLOCK_M: queries streamed
+        mma=[(64, 128, 8, 3), (64, 64, 8, 2), (64, 64, 4, 2)],
+        fp32=[(32, 32, 8, 2), (16, 64, 8, 2), (32, 16, 4, 2)]),
+    "dq": dict(mma=[(128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2)],
+               fp32=[(32, 32, 4, 2), (64, 16, 8, 2), (16, 32, 4, 2)]),
+}
+# FASTVIT_AUTOTUNE=full, for tuning work (not audited clean: some of these spill).
+_WIDE = dict(mma=[(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64, 128) for w in (4, 8) for s in (2, 3, 4)],
+             fp32=[(bm, bn, w, 2) for bm in (16, 32, 64) for bn in (16, 32, 64) for w in (2, 4, 8)
+                   if bm < 64 or bn < 32])  # disjoint from the mma family
 
 
-# FASTVIT_AUTOTUNE=off: the blocking the interpreter tests run in CI, with shallow pipelining so that
-# wide fp32 heads fit in shared memory.
-_FIXED = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=2)
+def _prune(kernel: str):
+    """The autotuner's early prune: the launch's family of tiles; for heads wider than 128 only tiles
+    of at most 64 x 64 (larger ones overflow shared memory)."""
+    by_dtype = by_precision([_config(*t) for t in _TILES[kernel]["mma"] + _WIDE["mma"]],
+                            [_config(*t) for t in _TILES[kernel]["fp32"] + _WIDE["fp32"]], _FIXED)
+
+    def prune(configs, named_args, **kwargs):
+        kept = by_dtype(configs, named_args, **kwargs)
+        if kwargs["BLOCK_D"] + kwargs["BLOCK_D2"] > 128:
+            kept = [c for c in kept if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64] or [_FIXED]
+        return kept
+    return prune
 
 
-def _prune_configs(configs, named_args, **kwargs):
-    """Autotuner's early prune, so that no time goes into compiling configurations that cannot fit:
-    true-fp32 dots (no tensor cores: operands live in registers) and head dims above 128 get tiles of
-    at most 64 x 64; fp32 with head dims above 128 also at most 64 along each side and two pipeline
-    stages (deeper pipelines of 256-wide fp32 tiles need more than the 227 KB of shared memory an
-    H100 block may use)."""
-    ieee, wide = kwargs["IEEE"], kwargs["BLOCK_D"] > 128
-    if not (ieee or wide):
-        return configs
-    small = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64]
-    if ieee and wide:
-        small = [c for c in small if max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) <= 64 and c.num_stages <= 2]
-    return small or [_FIXED]
-
-
-def _autotune(configs):
+def _tuned(fn, kernel: str):
     # Every kernel tuned here overwrites all of its outputs, so the tuner's repeated launches need no
     # reset_to_zero / restore_value. The autotuner adds the tensors' dtypes to the key by itself.
-    return triton.autotune(configs, key=["N", "BLOCK_D", "IEEE"],
-                           prune_configs_by={"early_config_prune": _prune_configs})
+    tiles = _TILES[kernel]
+    return autotune(fn, off=_OFF[kernel], on=[_config(*t) for t in dict.fromkeys(tiles["mma"] + tiles["fp32"])],
+                    full=[_config(*t) for t in dict.fromkeys(_WIDE["mma"] + _WIDE["fp32"])],
+                    key=["N", "BLOCK_D", "BLOCK_D2", "IEEE"], prune=_prune(kernel))
 
 
-if _INTERPRET:
-    _fwd_kernel = _flash_attn_fwd_kernel
-    _dkdv_kernel = _flash_attn_bwd_dkdv_kernel
-    _dq_kernel = _flash_attn_bwd_dq_kernel
-else:
-    # Each compact space keeps at least two tiles of at most 64 x 64 for _prune_configs to choose from.
-    _fwd_kernel = _autotune(tuning_space(
-        _FIXED,
-        _listed((128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3),
-                (64, 32, 4, 2), (32, 32, 4, 2)),
-        _configs((64, 128), (32, 64, 128))))(_flash_attn_fwd_kernel)
-    _dkdv_kernel = _autotune(tuning_space(  # BLOCK_N: the program's key block; BLOCK_M: queries streamed
-        _FIXED,
-        _listed((64, 128, 8, 3), (64, 128, 4, 2), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 2), (32, 32, 4, 2)),
-        _configs((32, 64), (64, 128))))(_flash_attn_bwd_dkdv_kernel)
-    _dq_kernel = _autotune(tuning_space(
-        _FIXED,
-        _listed((128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2), (32, 32, 4, 2)),
-        _configs((64, 128), (32, 64))))(_flash_attn_bwd_dq_kernel)
+_fwd_kernel = _tuned(_flash_attn_fwd_kernel, "fwd")
+_dkdv_kernel = _tuned(_flash_attn_bwd_dkdv_kernel, "dkdv")
+_dq_kernel = _tuned(_flash_attn_bwd_dq_kernel, "dq")
 
 
 def _blocks() -> dict:
     return dict(_INTERPRETER_BLOCKS) if _INTERPRET else {}
 
 
-def _block_d(D: int) -> int:
-    return max(16, triton.next_power_of_2(D))  # tl.dot needs every dimension >= 16
+def head_dim_tiles(D: int) -> tuple[int, int]:
+    """(BLOCK_D, BLOCK_D2): the head dim as one or two power-of-two column pieces of at least 16 (the
+    smallest tensor-core dot), e.g. 64 -> (64, 0), 80 -> (64, 16), 48 -> (32, 16), 96 -> (64, 32).
+    Two pieces only where they cover less than one padded piece would: 112 -> (128, 0)."""
+    padded = max(16, triton.next_power_of_2(D))
+    first = max(16, padded // 2)
+    second = max(16, triton.next_power_of_2(D - first)) if D > first else 0
+    if D > first and first + second < padded:
+        return first, second
+    return padded, 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -381,12 +440,14 @@ def _flash_attn_fwd(q, k, v, scale: float):
     lse = torch.empty((B, H, N), device=q.device, dtype=torch.float32)
     if out.numel() == 0:
         return out, lse
+    block_d, block_d2 = head_dim_tiles(D)
     grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]) * B * H,)  # noqa: E731
-    _fwd_kernel[grid](
-        q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        H, N, D, scale * LOG2E,
-        BLOCK_D=_block_d(D), IEEE=q.dtype == torch.float32, **_blocks(),
-    )
+    with device_guard(q):
+        _fwd_kernel[grid](
+            q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+            H, N, D, scale * LOG2E,
+            BLOCK_D=block_d, BLOCK_D2=block_d2, IEEE=q.dtype == torch.float32, **_blocks(),
+        )
     return out, lse
 
 
@@ -399,21 +460,22 @@ def _flash_attn_bwd(do, q, k, v, out, lse, scale: float):
     dv = torch.empty_like(dq)
     if dq.numel() == 0:
         return dq, dk, dv
-    block_d, ieee = _block_d(D), q.dtype == torch.float32
+    (block_d, block_d2), ieee = head_dim_tiles(D), q.dtype == torch.float32
     delta = torch.empty_like(lse)
-    _flash_attn_bwd_preprocess_kernel[(triton.cdiv(N, _PREPROCESS_BLOCK_M) * B * H,)](
-        out, do, delta, *out.stride(), *do.stride(), H, N, D,
-        BLOCK_M=_PREPROCESS_BLOCK_M, BLOCK_D=block_d,
-    )
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
-    _dkdv_kernel[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]) * B * H,)](
-        q, k, v, do, dk, dv, lse, delta, *strides, *dk.stride(), H, N, D, scale, scale * LOG2E,
-        BLOCK_D=block_d, IEEE=ieee, **_blocks(),
-    )
-    _dq_kernel[lambda meta: (triton.cdiv(N, meta["BLOCK_M"]) * B * H,)](
-        q, k, v, do, dq, lse, delta, *strides, *dq.stride(), H, N, D, scale, scale * LOG2E,
-        BLOCK_D=block_d, IEEE=ieee, **_blocks(),
-    )
+    with device_guard(q):
+        _flash_attn_bwd_preprocess_kernel[(triton.cdiv(N, _PREPROCESS_BLOCK_M) * B * H,)](
+            out, do, delta, *out.stride(), *do.stride(), H, N, D,
+            BLOCK_M=_PREPROCESS_BLOCK_M, BLOCK_D=triton.next_power_of_2(D),
+        )
+        _dkdv_kernel[lambda meta: (triton.cdiv(N, meta["BLOCK_N"]) * B * H,)](
+            q, k, v, do, dk, dv, lse, delta, *strides, *dk.stride(), H, N, D, scale, scale * LOG2E,
+            BLOCK_D=block_d, BLOCK_D2=block_d2, IEEE=ieee, **_blocks(),
+        )
+        _dq_kernel[lambda meta: (triton.cdiv(N, meta["BLOCK_M"]) * B * H,)](
+            q, k, v, do, dq, lse, delta, *strides, *dq.stride(), H, N, D, scale, scale * LOG2E,
+            BLOCK_D=block_d, BLOCK_D2=block_d2, IEEE=ieee, **_blocks(),
+        )
     return dq, dk, dv
 
 

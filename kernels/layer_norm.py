@@ -8,11 +8,10 @@ activations instead of the two (or three) an eager add followed by ``F.layer_nor
 Algorithm: inputs of any leading shape are viewed as rows (M, D) with last-dim stride 1 (a view
 whenever the strides allow; inputs strided along D are copied once). Each forward program owns
 BLOCK_M rows held entirely in registers, the hidden dim padded to BLOCK_D = next power of two with
-masks, so any hidden size works
-(ViT's 192/384/768/1024/1280 and odd ones like 50 or 127). ``s`` is rounded to the input dtype before
-the statistics, so ``y`` is exactly LayerNorm of the ``s`` returned. Mean and rstd are computed in
-fp32 (two-pass over registers: mean, then the centred variance) and saved per row with ``s`` (or
-``x``); the output is written in the input dtype.
+masks, so any hidden size works (ViT's 192/384/768/1024/1280 and odd ones like 50 or 127). The sum
+``x + residual`` is computed in fp32 and rounded to s's dtype before the statistics, so ``y`` is
+exactly LayerNorm of the ``s`` returned. Mean and rstd are computed in fp32 (two-pass over
+registers: mean, then the centred variance) and saved per row with ``s`` (or ``x``).
 
 Backward (one kernel): with xhat = (s - mean) * rstd and g = dy * weight,
 ``ds = rstd * (g - mean(g) - xhat * mean(g * xhat)) + ds_in`` where ``ds_in`` is the gradient that
@@ -22,23 +21,32 @@ atomics: each program walks a contiguous range of rows, accumulates ``dy * xhat`
 and writes one row of a (num_programs, D) fp32 buffer, summed afterwards by ``torch.sum(0)`` --
 deterministic run to run.
 
-Dtypes: x and residual fp16, bf16 or fp32 (one dtype); weight and bias either x's dtype or fp32
-(the usual mixed-precision setup keeps fp32 master parameters). Hidden sizes up to 65536.
+Dtypes: x and residual fp16, bf16 or fp32, each its own: under ``torch.autocast`` a block's branch
+output is low precision while the residual stream and the parameters stay fp32. Every output comes
+back in the dtype eager PyTorch would give it: s in ``torch.result_type(x, residual)``, y in s's
+dtype or fp32 where autocast runs layer_norm in fp32 (CUDA's autocast does, CPU's does not: the
+launcher asks PyTorch), each gradient in its input's dtype. Weight and bias are in s's dtype or fp32
+(the usual mixed-precision setup keeps fp32 master parameters). Hidden sizes up to 65536. Launches
+run with the inputs' CUDA device current.
 
 Known limits: the whole row lives in registers, so very large hidden sizes (> ~16k) spill on GPU;
-no RMSNorm, no dropout. Verified on CPU through Triton's interpreter in fp32 and fp16; bf16 only on
-GPU: the kernels use no tl.dot, but Triton 3.9's interpreter rounds fp32 -> bf16 toward zero (the GPU
-rounds to nearest even), so its bf16 outputs carry up to one ulp of error, twice what the kernel
-does on GPU. No GPU performance numbers are claimed.
+no RMSNorm, no dropout. Block sizes are a heuristic of the hidden size (not autotuned); every one a
+ViT launches compiles for sm_90 and sm_80 without spills (``python -m kernels.audit``). Verified on
+CPU through Triton's interpreter in fp32, fp16 and mixed fp16 / fp32 under ``torch.autocast``; bf16
+only on GPU: the kernels use no tl.dot, but Triton 3.9's interpreter rounds fp32 -> bf16 toward zero
+(the GPU rounds to nearest even), so its bf16 outputs carry up to one ulp of error, twice what the
+kernel does on GPU. No GPU performance numbers are claimed.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels._common import check_inputs, interpreter_enabled
+from kernels._common import check_inputs, device_guard, interpreter_enabled
 
 MAX_HIDDEN = 65536
 
@@ -216,74 +224,96 @@ def _validate(op: str, x, residual, weight, bias) -> None:
     D = x.shape[-1]
     if not 1 <= D <= MAX_HIDDEN:
         raise ValueError(f"{op}: hidden size (last dim of x) must be 1 to {MAX_HIDDEN}, got {D}")
+    normalized = x.dtype
     if residual is not None:
         if residual.shape != x.shape:
             raise ValueError(f"{op}: residual shape {tuple(residual.shape)} differs from x shape {tuple(x.shape)}")
-        if residual.dtype != x.dtype:
-            raise TypeError(f"{op}: residual dtype {residual.dtype} differs from x dtype {x.dtype}")
+        normalized = torch.result_type(x, residual)
     for name, p in (("weight", weight), ("bias", bias)):
         if p is None:
             continue
         if p.shape != (D,):
             raise ValueError(f"{op}: {name} must have shape ({D},) to match the hidden size of x, got {tuple(p.shape)}")
-        if p.dtype not in (x.dtype, torch.float32):
-            raise TypeError(f"{op}: {name} dtype {p.dtype} must be x's dtype ({x.dtype}) or torch.float32")
+        if p.dtype not in (normalized, torch.float32):
+            what = "x's dtype" if residual is None else "the dtype of x + residual"
+            raise TypeError(f"{op}: {name} dtype {p.dtype} must be {what} ({normalized}) or torch.float32")
 
 
-def _layer_norm_fwd(x, residual, weight, bias, eps: float):
-    """Returns (y, s, mean, rstd, x2): y and s shaped like x (s None without a residual) and x2, the
-    (M, D) rows of x the kernel read (a view of x, or its one copy), to save for the backward."""
+@functools.lru_cache(maxsize=None)
+def _autocast_layer_norm_dtype(device_type: str, autocast_dtype: torch.dtype, dtype: torch.dtype) -> torch.dtype:
+    probe = torch.zeros(1, 1, device=device_type, dtype=dtype)
+    with torch.autocast(device_type, dtype=autocast_dtype):
+        return F.layer_norm(probe, (1,)).dtype
+
+
+def _norm_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.dtype:
+    """The dtype eager ``F.layer_norm`` returns for a ``dtype`` input on ``t``'s device: ``dtype``
+    itself, unless autocast is on for that device type and its policy runs layer_norm in float32
+    (CUDA's does; CPU's, in torch 2.13, does not). Asked of PyTorch once per setting."""
+    device_type = t.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return dtype
+    return _autocast_layer_norm_dtype(device_type, torch.get_autocast_dtype(device_type), dtype)
+
+
+def _layer_norm_fwd(x, residual, weight, bias, eps: float, y_dtype: torch.dtype):
+    """Returns (y, s, mean, rstd, x2): y shaped like x in ``y_dtype``, s = x + residual shaped like x
+    in their promoted dtype (None without a residual) and x2, the (M, D) rows of x the kernel read
+    (a view of x, or its one copy), to save for the backward."""
     D = x.shape[-1]
     x2 = _rows(x, D)
     M = x2.shape[0]
-    y = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+    y = torch.empty(x.shape, device=x.device, dtype=y_dtype)
     y2 = y.view(-1, D)
     mean = torch.empty(M, device=x.device, dtype=torch.float32)
     rstd = torch.empty(M, device=x.device, dtype=torch.float32)
     s = s2 = r2 = None
     if residual is not None:
         r2 = _rows(residual, D)
-        s = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+        s = torch.empty(x.shape, device=x.device, dtype=torch.result_type(x, residual))
         s2 = s.view(-1, D)
     if M == 0:
         return y, s, mean, rstd, x2
     block_m, block_d, num_warps = _config(D, _FWD_TILE)
     weight = weight.contiguous()
     bias_c = bias.contiguous() if bias is not None else weight  # dummy pointer when HAS_BIAS=False
-    _layer_norm_fwd_kernel[(triton.cdiv(M, block_m),)](
-        x2, r2 if r2 is not None else x2, weight, bias_c, y2, s2 if s2 is not None else y2, mean, rstd,
-        x2.stride(0), r2.stride(0) if r2 is not None else 0, y2.stride(0), s2.stride(0) if s2 is not None else 0,
-        M, D, eps,
-        HAS_RESIDUAL=residual is not None, HAS_BIAS=bias is not None,
-        BLOCK_M=block_m, BLOCK_D=block_d, num_warps=num_warps,
-    )
+    with device_guard(x):
+        _layer_norm_fwd_kernel[(triton.cdiv(M, block_m),)](
+            x2, r2 if r2 is not None else x2, weight, bias_c, y2, s2 if s2 is not None else y2, mean, rstd,
+            x2.stride(0), r2.stride(0) if r2 is not None else 0, y2.stride(0), s2.stride(0) if s2 is not None else 0,
+            M, D, eps,
+            HAS_RESIDUAL=residual is not None, HAS_BIAS=bias is not None,
+            BLOCK_M=block_m, BLOCK_D=block_d, num_warps=num_warps,
+        )
     return y, s, mean, rstd, x2
 
 
-def _layer_norm_bwd(dy, ds_in, s, weight, mean, rstd, has_bias: bool, want_dres: bool):
-    """Returns (dx, dres, dweight, dbias) with dx and dres shaped like s; dres is None unless want_dres,
-    dbias None without bias. ``dy`` and ``ds_in`` may be None (no gradient reached y or s)."""
+def _layer_norm_bwd(dy, ds_in, s, weight, mean, rstd, has_bias: bool, dx_dtype: torch.dtype, dres_dtype=None):
+    """Returns (dx, dres, dweight, dbias) with dx (in ``dx_dtype``) and dres (in ``dres_dtype``) shaped
+    like s; dres is None unless ``dres_dtype`` is given, dbias None without bias. ``dy`` and ``ds_in``
+    may be None (no gradient reached y or s)."""
     D = s.shape[-1]
     s2 = _rows(s, D)
     M = s2.shape[0]
     dy2 = _rows(dy, D) if dy is not None else torch.zeros_like(s2)  # y unused: only ds_in flows back
     ds2 = _rows(ds_in, D) if ds_in is not None else None
-    dx = torch.empty(s.shape, device=s.device, dtype=s.dtype)
+    dx = torch.empty(s.shape, device=s.device, dtype=dx_dtype)
     dx2 = dx.view(-1, D)
-    dres = torch.empty_like(dx) if want_dres else None
+    dres = torch.empty(s.shape, device=s.device, dtype=dres_dtype) if dres_dtype is not None else None
     dres2 = dres.view(-1, D) if dres is not None else dx2
     block_m, block_d, num_warps = _config(D, _BWD_TILE)
     num_programs, rows_per_program = _num_programs_bwd(M, block_m, s.device)
     dw_part = torch.empty((num_programs, D), device=s.device, dtype=torch.float32)
     db_part = torch.empty((num_programs, D), device=s.device, dtype=torch.float32) if has_bias else dw_part
     if M > 0:
-        _layer_norm_bwd_kernel[(num_programs,)](
-            s2, dy2, ds2 if ds2 is not None else dy2, weight.contiguous(), mean, rstd, dx2, dres2, dw_part, db_part,
-            s2.stride(0), dy2.stride(0), ds2.stride(0) if ds2 is not None else 0, dx2.stride(0), dres2.stride(0),
-            M, D, rows_per_program,
-            HAS_DS_IN=ds2 is not None, STORE_DRES=dres is not None, HAS_BIAS=has_bias,
-            BLOCK_M=block_m, BLOCK_D=block_d, num_warps=num_warps,
-        )
+        with device_guard(s):
+            _layer_norm_bwd_kernel[(num_programs,)](
+                s2, dy2, ds2 if ds2 is not None else dy2, weight.contiguous(), mean, rstd, dx2, dres2, dw_part,
+                db_part, s2.stride(0), dy2.stride(0), ds2.stride(0) if ds2 is not None else 0, dx2.stride(0),
+                dres2.stride(0), M, D, rows_per_program,
+                HAS_DS_IN=ds2 is not None, STORE_DRES=dres is not None, HAS_BIAS=has_bias,
+                BLOCK_M=block_m, BLOCK_D=block_d, num_warps=num_warps,
+            )
     dweight = dw_part.sum(0)
     dbias = db_part.sum(0) if has_bias else None
     return dx, dres, dweight, dbias
@@ -294,8 +324,8 @@ def _layer_norm_bwd(dy, ds_in, s, weight, mean, rstd, has_bias: bool, want_dres:
 # ------------------------------------------------------------------------------------------------
 class LayerNormFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, eps):
-        y, _, mean, rstd, x2 = _layer_norm_fwd(x, None, weight, bias, eps)
+    def forward(ctx, x, weight, bias, eps, y_dtype):
+        y, _, mean, rstd, x2 = _layer_norm_fwd(x, None, weight, bias, eps, y_dtype)
         ctx.save_for_backward(x2, weight, mean, rstd)
         ctx.x_shape = x.shape
         ctx.has_bias = bias is not None
@@ -306,30 +336,34 @@ class LayerNormFn(torch.autograd.Function):
     def backward(ctx, dy):
         x2, weight, mean, rstd = ctx.saved_tensors
         dx, _, dw, db = _layer_norm_bwd(dy.reshape(x2.shape), None, x2, weight, mean, rstd, ctx.has_bias,
-                                        want_dres=False)
+                                        dx_dtype=x2.dtype)
         db = db.to(ctx.param_dtypes[1]) if db is not None else None
-        return dx.view(ctx.x_shape), dw.to(ctx.param_dtypes[0]), db, None
+        return dx.view(ctx.x_shape), dw.to(ctx.param_dtypes[0]), db, None, None
 
 
 class AddLayerNormFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, residual, weight, bias, eps):
-        y, s, mean, rstd, _ = _layer_norm_fwd(x, residual, weight, bias, eps)
+    def forward(ctx, x, residual, weight, bias, eps, y_dtype):
+        y, s, mean, rstd, _ = _layer_norm_fwd(x, residual, weight, bias, eps, y_dtype)
         ctx.save_for_backward(s, weight, mean, rstd)
         ctx.set_materialize_grads(False)  # a caller that drops y or s sends None: no zeros to read
         ctx.has_bias = bias is not None
-        ctx.param_dtypes = (weight.dtype, bias.dtype if bias is not None else None)
+        ctx.dtypes = (x.dtype, residual.dtype, weight.dtype, bias.dtype if bias is not None else None)
         return y, s
 
     @staticmethod
     def backward(ctx, dy, ds):
         s, weight, mean, rstd = ctx.saved_tensors
-        want_both = ctx.needs_input_grad[0] and ctx.needs_input_grad[1]
-        dx, dres, dw, db = _layer_norm_bwd(dy, ds, s, weight, mean, rstd, ctx.has_bias, want_dres=want_both)
-        if dres is None:
-            dres = dx  # only one of x / residual needs a gradient: no aliasing possible
-        db = db.to(ctx.param_dtypes[1]) if db is not None else None
-        return dx, dres, dw.to(ctx.param_dtypes[0]), db, None
+        x_dtype, res_dtype, w_dtype, b_dtype = ctx.dtypes
+        need_x, need_res = ctx.needs_input_grad[:2]
+        # dx = dresidual = ds, each in its input's dtype; the kernel writes the first buffer always.
+        dx, dres, dw, db = _layer_norm_bwd(dy, ds, s, weight, mean, rstd, ctx.has_bias,
+                                           dx_dtype=x_dtype if need_x or not need_res else res_dtype,
+                                           dres_dtype=res_dtype if need_x and need_res else None)
+        if not need_x:
+            dx, dres = None, dx if need_res else None
+        db = db.to(b_dtype) if db is not None else None
+        return dx, dres, dw.to(w_dtype), db, None, None
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-6) -> torch.Tensor:
@@ -343,10 +377,11 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         eps: added to the variance.
 
     Returns:
-        y shaped like x, in x's dtype (statistics computed in fp32).
+        y shaped like x (statistics computed in fp32), in the dtype eager ``F.layer_norm`` gives:
+        x's, or fp32 under a ``torch.autocast`` that runs layer_norm in fp32 (CUDA's does).
     """
     _validate("layer_norm", x, None, weight, bias)
-    return LayerNormFn.apply(x, weight, bias, float(eps))
+    return LayerNormFn.apply(x, weight, bias, float(eps), _norm_dtype(x, x.dtype))
 
 
 def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -356,18 +391,21 @@ def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
     Args:
         x: (..., D) fp16, bf16 or fp32 tensor on CUDA (or CPU under Triton's interpreter);
             1 <= D <= 65536. Read in place when its rows have stride 1 along D, else copied once.
-        residual: same shape and dtype as x (any strides, as for x).
-        weight: (D,) scale, in x's dtype or fp32.
-        bias: (D,) shift in x's dtype or fp32, or None.
+        residual: same shape as x, fp16, bf16 or fp32 (any strides, as for x). Its dtype may differ
+            from x's, as under ``torch.autocast`` (low-precision branch output, fp32 residual stream).
+        weight: (D,) scale, in the dtype of x + residual or fp32.
+        bias: (D,) shift in the dtype of x + residual or fp32, or None.
         eps: added to the variance.
 
     Returns:
-        (y, s), both shaped like x in x's dtype. ``s`` is rounded to x's dtype before the norm, so y is
-        exactly the LayerNorm of the returned s. Gradients flowing into s (the residual stream) are
-        added to those from y.
+        (y, s) shaped like x, each in the dtype eager PyTorch gives: s = x + residual in their promoted
+        dtype (``torch.result_type``), y in s's dtype, or fp32 under a ``torch.autocast`` that runs
+        layer_norm in fp32 (CUDA's does). The sum is computed in fp32 and rounded to s's dtype before
+        the norm, so y is exactly the LayerNorm of the returned s. Gradients flowing into s (the
+        residual stream) are added to those from y; x and residual get theirs in their own dtypes.
     """
     _validate("add_layer_norm", x, residual, weight, bias)
-    return AddLayerNormFn.apply(x, residual, weight, bias, float(eps))
+    return AddLayerNormFn.apply(x, residual, weight, bias, float(eps), _norm_dtype(x, torch.result_type(x, residual)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -390,6 +428,7 @@ def layer_norm_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 def add_layer_norm_ref(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                        eps: float = 1e-6, upcast: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(layer_norm_ref(x + residual), x + residual)``; the sum is taken in x's dtype, as the kernel does."""
+    """``(layer_norm_ref(x + residual), x + residual)``; the sum is taken in the promoted dtype, as the
+    kernel does."""
     s = x + residual
     return layer_norm_ref(s, weight, bias, eps, upcast=upcast), s

@@ -27,6 +27,13 @@ Backward (``PatchEmbedFn``), with dT = dtokens[:, 1:] viewed as (B * N, E):
   ``d_cls_token = dtokens[:, 0].sum(0)`` (all in fp32, cast to the parameter dtype).
 
 Dtypes: fp16, bf16 or fp32, one dtype for all inputs, fp32 accumulation, output in that dtype.
+Block sizes are autotuned on GPU over FASTVIT_AUTOTUNE's space, two families of tiles, and the
+pruning gives a launch its dtype's: tensor-core tiles with a 32- or 64-wide reduction step for fp16 /
+bf16 (wgmma on Hopper), and for fp32, whose IEEE dots run as FMAs with both operands in registers,
+tiles with a reduction step of 8 or 16. Every tile of the default space compiles for sm_90 and sm_80
+without spills or shared-memory overflow at patch sizes 14, 16 and 32 (``python -m kernels.audit``).
+Launches run with the inputs' CUDA device current.
+
 Known limits: square patches with stride = patch size (ViT's), images whose sides divide by P,
 pos_embed already at the image's grid (no interpolation here). Verified on CPU through Triton's
 interpreter in fp32 and fp16; bf16 only on GPU (the interpreter computes bf16 tl.dot wrongly), and no
@@ -39,7 +46,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels._common import check_inputs, interpreter_enabled, tuning_space
+from kernels._common import autotune, by_precision, check_inputs, device_guard, interpreter_enabled
 
 
 # ------------------------------------------------------------------------------------------------
@@ -205,34 +212,48 @@ _INTERPRETER_META = {
 }
 
 
-def _gpu_configs(names, fixed):
-    """The three search spaces of FASTVIT_AUTOTUNE for one kernel whose block sizes are ``names``:
-    off -> the interpreter's blocking ``fixed`` (num_warps 4, num_stages 2); on (default) -> the
-    listed tiles, each with the warps and stages that suit its size; full -> every tile of
-    _WIDE_TILES with 4 or 8 warps and 3 or 4 stages."""
-    def config(tile, w, s):
-        return triton.Config(dict(zip(names, tile)), num_warps=w, num_stages=s)
-    return tuning_space(
-        config(tuple(fixed[n] for n in names), 4, 2),
-        [config(tile, w, s) for tile, w, s in _COMPACT],
-        [config(tile, w, s) for tile in _WIDE_TILES for w in (4, 8) for s in (3, 4)])
+# Two families of (tile, num_warps, num_stages) per kernel, each tile (output rows, output columns,
+# reduction step) in the kernel's own block names: "mma" for fp16 / bf16, whose dots run on tensor
+# cores, and "fp32" for true-fp32 dots, which run as FMAs with both operands in registers and take a
+# short reduction step (8 or 16) instead. Each listed one compiles for sm_90 and sm_80 without
+# spilling or overflowing shared memory at patch sizes 14, 16 and 32 (python -m kernels.audit); the
+# pruning gives a launch its dtype's family.
+_NAMES = {"fwd": ("BLOCK_M", "BLOCK_N", "BLOCK_K"), "dweight": ("BLOCK_E", "BLOCK_K", "BLOCK_R"),
+          "dimages": ("BLOCK_M", "BLOCK_K", "BLOCK_E")}
+_MMA = [((128, 128, 32), 8, 3), ((128, 64, 32), 4, 4), ((64, 128, 32), 4, 4), ((64, 64, 32), 4, 3),
+        ((128, 128, 64), 8, 3)]
+_TILES = {
+    "fwd": dict(mma=[((128, 128, 32), 8, 3), ((128, 64, 32), 4, 4), ((64, 128, 32), 8, 4), ((64, 64, 32), 4, 3),
+                     ((128, 128, 64), 8, 3)],
+                fp32=[((128, 64, 8), 8, 2), ((64, 128, 8), 8, 2), ((64, 64, 16), 4, 2), ((64, 64, 8), 4, 2)]),
+    "dweight": dict(mma=_MMA, fp32=[((128, 64, 8), 8, 2), ((128, 128, 8), 8, 2), ((64, 64, 16), 4, 2),
+                                    ((64, 128, 8), 4, 2)]),
+    "dimages": dict(mma=_MMA, fp32=[((128, 64, 8), 8, 2), ((128, 128, 8), 8, 2), ((64, 64, 16), 8, 2),
+                                    ((64, 128, 8), 4, 2)]),
+}
+# FASTVIT_AUTOTUNE=full, for tuning work (not audited clean: some of these spill).
+_WIDE = dict(mma=[(t, w, s) for t in [(64, 64, 32), (128, 64, 32), (64, 128, 32), (128, 128, 32), (128, 128, 64)]
+                  for w in (4, 8) for s in (3, 4)],
+             fp32=[(t, w, 2) for t in [(64, 64, 8), (64, 64, 16), (128, 64, 8), (64, 128, 8), (128, 128, 8),
+                                       (32, 64, 16), (64, 32, 16)] for w in (4, 8)])
 
 
-if _INTERPRET:
-    _fwd_kernel = _patch_embed_fwd_kernel
-    _dweight_kernel = _patch_embed_bwd_dweight_kernel
-    _dimages_kernel = _patch_embed_bwd_dimages_kernel
-else:
-    _WIDE_TILES = [(64, 64, 32), (128, 64, 32), (64, 128, 32), (128, 128, 32), (128, 128, 64)]
-    _COMPACT = [((128, 128, 32), 8, 3), ((128, 64, 32), 4, 4), ((64, 128, 32), 4, 4), ((64, 64, 32), 4, 3),
-                ((128, 128, 64), 8, 3)]
-    _KEY = ["N", "E", "K", "P", "IEEE"]
-    _fwd_kernel = triton.autotune(_gpu_configs(("BLOCK_M", "BLOCK_N", "BLOCK_K"), _INTERPRETER_META["fwd"]),
-                                  key=_KEY)(_patch_embed_fwd_kernel)
-    _dweight_kernel = triton.autotune(_gpu_configs(("BLOCK_E", "BLOCK_K", "BLOCK_R"), _INTERPRETER_META["dweight"]),
-                                      key=_KEY)(_patch_embed_bwd_dweight_kernel)
-    _dimages_kernel = triton.autotune(_gpu_configs(("BLOCK_M", "BLOCK_K", "BLOCK_E"), _INTERPRETER_META["dimages"]),
-                                      key=_KEY)(_patch_embed_bwd_dimages_kernel)
+def _tuned(fn, kernel: str):
+    """``fn``'s autotuner over the three spaces of FASTVIT_AUTOTUNE: off -> the interpreter's blocking
+    (num_warps 4, num_stages 2); on (default) -> _TILES; full -> _WIDE."""
+    def family(entries):
+        return [triton.Config(dict(zip(_NAMES[kernel], t)), num_warps=w, num_stages=s)
+                for t, w, s in dict.fromkeys(entries)]
+    on, wide = _TILES[kernel], _WIDE
+    fixed = family([(tuple(_INTERPRETER_META[kernel][n] for n in _NAMES[kernel]), 4, 2)])[0]
+    return autotune(fn, off=fixed, on=family(on["mma"] + on["fp32"]), full=family(wide["mma"] + wide["fp32"]),
+                    key=["N", "E", "K", "P", "IEEE"],
+                    prune=by_precision(family(on["mma"] + wide["mma"]), family(on["fp32"] + wide["fp32"]), fixed))
+
+
+_fwd_kernel = _tuned(_patch_embed_fwd_kernel, "fwd")
+_dweight_kernel = _tuned(_patch_embed_bwd_dweight_kernel, "dweight")
+_dimages_kernel = _tuned(_patch_embed_bwd_dimages_kernel, "dimages")
 
 
 # Rows of the d_weight reduction per program (the split over B * N). Under the interpreter it is not a
@@ -293,12 +314,13 @@ def _patch_embed_fwd(images, weight, bias, pos_embed, cls_token, N: int, Nw: int
         return out
     bias_c = bias.contiguous() if bias is not None else out  # dummy pointer when HAS_BIAS=False
     grid = lambda meta: (triton.cdiv(B * (1 + N), meta["BLOCK_M"]), triton.cdiv(E, meta["BLOCK_N"]))  # noqa: E731
-    _fwd_kernel[grid](
-        images, weight, bias_c, pos_embed, cls_token, out,
-        *images.stride(), *weight.stride(), pos_embed.stride(1), pos_embed.stride(2), cls_token.stride(2),
-        *out.stride(), B, N, Nw, E, K,
-        P=P, HAS_BIAS=bias is not None, IEEE=images.dtype == torch.float32, **_meta("fwd"),
-    )
+    with device_guard(images):
+        _fwd_kernel[grid](
+            images, weight, bias_c, pos_embed, cls_token, out,
+            *images.stride(), *weight.stride(), pos_embed.stride(1), pos_embed.stride(2), cls_token.stride(2),
+            *out.stride(), B, N, Nw, E, K,
+            P=P, HAS_BIAS=bias is not None, IEEE=images.dtype == torch.float32, **_meta("fwd"),
+        )
     return out
 
 
@@ -316,18 +338,21 @@ def _patch_embed_bwd(dout, images, weight, N: int, Nw: int, P: int, need_dimages
         part = torch.zeros((split, E, K), device=weight.device, dtype=torch.float32)
         if B * N > 0:
             grid = lambda meta: (triton.cdiv(E, meta["BLOCK_E"]), triton.cdiv(K, meta["BLOCK_K"]), split)  # noqa: E731
-            _dweight_kernel[grid](
-                images, dout, part, *images.stride(), *dout.stride(), B, N, Nw, E, K, rows_per_split,
-                P=P, IEEE=ieee, **_meta("dweight"),
-            )
+            with device_guard(images):
+                _dweight_kernel[grid](
+                    images, dout, part, *images.stride(), *dout.stride(), B, N, Nw, E, K, rows_per_split,
+                    P=P, IEEE=ieee, **_meta("dweight"),
+                )
         dweight = part.sum(0).to(weight.dtype).view(weight.shape)
     if need_dimages:
         dimages = torch.empty(images.shape, device=images.device, dtype=images.dtype)
         if dimages.numel():
-            _dimages_kernel[lambda meta: (triton.cdiv(B * N, meta["BLOCK_M"]), triton.cdiv(K, meta["BLOCK_K"]))](
-                dout, weight, dimages, *dout.stride(), *weight.stride(), *dimages.stride(), B, N, Nw, E, K,
-                P=P, IEEE=ieee, **_meta("dimages"),
-            )
+            grid = lambda meta: (triton.cdiv(B * N, meta["BLOCK_M"]), triton.cdiv(K, meta["BLOCK_K"]))  # noqa: E731
+            with device_guard(images):
+                _dimages_kernel[grid](
+                    dout, weight, dimages, *dout.stride(), *weight.stride(), *dimages.stride(), B, N, Nw, E, K,
+                    P=P, IEEE=ieee, **_meta("dimages"),
+                )
     return dimages, dweight
 
 

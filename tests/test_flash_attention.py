@@ -16,8 +16,11 @@ from hypothesis import given, settings, strategies as st
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fastvit.testing import assert_close, is_low_precision
-from kernels._common import interpreter_enabled, runnable_on
-from kernels.flash_attention import _configs, _flash_attn_fwd, _prune_configs, attention_ref, flash_attention
+from kernels._common import SPACES, interpreter_enabled, pinned_config, runnable_on
+from kernels.audit.capture import record_launches
+from kernels.flash_attention import _flash_attn_fwd, attention_ref, flash_attention, head_dim_tiles
+
+FA = importlib.import_module("kernels.flash_attention")  # the module (kernels exports the function)
 
 DEVICES = ["cpu", "cuda"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -25,10 +28,10 @@ CASES = [  # (B, H, N, D); the interpreter runs 32 x 32 blocks
     (2, 3, 1, 64),     # a single token
     (2, 3, 2, 128),    # two tokens, the largest common head dim
     (2, 3, 17, 16),    # prime N inside one block
-    (1, 2, 33, 48),    # a one-token tail after a full block; D=48 padded to 64 inside the kernel
+    (1, 2, 33, 48),    # a one-token tail after a full block; D=48 as two pieces, 32 + 16
     (1, 2, 70, 32),    # more than two blocks plus a tail, in both queries and keys
     (1, 2, 197, 64),   # ViT-B/16 at 224 px
-    (2, 1, 197, 80),   # ViT-H/14's head dim, padded to 128 inside the kernel
+    (2, 1, 197, 80),   # ViT-H/14's head dim, as two pieces, 64 + 16 (no padding to 128)
     pytest.param((1, 1, 577, 64), marks=pytest.mark.slow),  # ViT-B/16 at 384 px: 18 blocks + 1
 ]
 
@@ -191,13 +194,72 @@ def test_property_any_shape_fp32(B, H, N, D):
     _check(q, k, v, grad_out, label=f"{(B, H, N, D)} ")
 
 
-def test_gpu_autotune_prunes_big_tiles_for_fp32_and_wide_heads():
-    """The GPU autotuner's config pruning (the configs themselves only run on CUDA)."""
-    configs = _configs((64, 128), (32, 64, 128))
-    assert len(_prune_configs(configs, {"N": 197}, IEEE=False, BLOCK_D=64)) == len(configs)
-    for ieee, block_d in ((True, 64), (False, 256)):
-        kept = _prune_configs(configs, {"N": 197}, IEEE=ieee, BLOCK_D=block_d)
-        assert kept and all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64 for c in kept)
+def test_head_dim_tiles():
+    """The head dim as one or two power-of-two pieces of at least 16 columns, never more MMA work than
+    padding to one power of two: 80 = 64 + 16 (ViT-H/14), where padding to 128 wastes 37.5%."""
+    expected = {1: (16, 0), 16: (16, 0), 24: (32, 0), 40: (32, 16), 48: (32, 16), 64: (64, 0), 72: (64, 16),
+                80: (64, 16), 96: (64, 32), 112: (128, 0), 128: (128, 0), 160: (128, 32), 200: (256, 0), 256: (256, 0)}
+    for D, tiles in expected.items():
+        assert head_dim_tiles(D) == tiles, D
+    for D in range(1, 257):
+        first, second = head_dim_tiles(D)
+        assert first + second >= D and first + second <= max(16, 1 << (D - 1).bit_length())
+
+
+def test_gpu_autotune_prunes_to_the_launch_family():
+    """The GPU autotuner's early prune (the configs themselves only run on CUDA): fp32 launches keep
+    the small FMA tiles, fp16 / bf16 launches the tensor-core tiles, whatever the head dim."""
+    for kernel, name in (("fwd", "_flash_attn_fwd_kernel"), ("dkdv", "_flash_attn_bwd_dkdv_kernel"),
+                         ("dq", "_flash_attn_bwd_dq_kernel")):
+        space, prune = SPACES[name]["on"], FA._prune(kernel)
+        for block_d, block_d2 in ((64, 0), (64, 16), (128, 0)):
+            fp32 = prune(space, {"N": 197}, IEEE=True, BLOCK_D=block_d, BLOCK_D2=block_d2)
+            lowp = prune(space, {"N": 197}, IEEE=False, BLOCK_D=block_d, BLOCK_D2=block_d2)
+            assert len(fp32) >= 2 and len(lowp) >= 2 and not set(map(str, fp32)) & set(map(str, lowp))
+            assert all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 32 * 64 for c in fp32)
+            assert all(max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) >= 64 for c in lowp)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=lambda d: str(d)[6:])
+def test_every_default_tile_under_the_interpreter(monkeypatch, dtype):
+    """Each (BLOCK_M, BLOCK_N) of the default space that a launch in this dtype can get, run by the
+    interpreter in place of its 32 x 32 (warps and stages mean nothing there): at D = 80 (64 + 16),
+    with tails in queries and keys."""
+    if not interpreter_enabled():
+        pytest.skip("runs the kernels through Triton's interpreter")
+    family = "fp32" if dtype == torch.float32 else "mma"
+    tiles = sorted({(bm, bn) for kernel in FA._TILES.values() for bm, bn, _, _ in kernel[family]})
+    q, k, v, grad_out = (_randn(1, 1, 150, 80, device="cpu", dtype=dtype) for _ in range(4))
+    for bm, bn in tiles:
+        monkeypatch.setattr(FA, "_INTERPRETER_BLOCKS", {"BLOCK_M": bm, "BLOCK_N": bn})
+        _check(q, k, v, grad_out, label=f"{bm} x {bn} ")
+
+
+@pytest.mark.parametrize("D", [64, 80])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+def test_every_default_config_on_cuda(dtype, D):
+    """Each configuration of the default autotuning space that the pruning keeps for this launch,
+    pinned in turn for each of the three tuned kernels: outputs and gradients against float64. The
+    CUDA test job otherwise runs FASTVIT_AUTOTUNE=off, whose single 32 x 32 tile compiles to mma.sync;
+    on Hopper every 16-bit kernel must have run wgmma configurations here."""
+    if not torch.cuda.is_available() or interpreter_enabled():
+        pytest.skip("needs a CUDA GPU without the interpreter: runs the GPU autotuning space's configs")
+    from kernels.audit.compile import compile_job, specialize
+
+    q, k, v, grad_out = (_randn(2, 3, 197, D, device="cuda", dtype=dtype) for _ in range(4))
+    launches = [launch for launch in record_launches(lambda: _grads(flash_attention, q, k, v, grad_out))
+                if launch.configs != [None]]
+    assert [launch.name for launch in launches] == ["_flash_attn_fwd_kernel", "_flash_attn_bwd_dkdv_kernel",
+                                                    "_flash_attn_bwd_dq_kernel"]
+    major, minor = torch.cuda.get_device_capability()
+    for launch in launches:
+        kinds = set()
+        for config in launch.configs:
+            with pinned_config(launch.kernel, config):
+                _check(q, k, v, grad_out, label=f"{launch.name} {config} ")
+            kinds.add(compile_job(specialize(launch, config, 10 * major + minor))["mma"])
+        if major == 9 and dtype != torch.float32:
+            assert "wgmma" in kinds, f"{launch.name}: no wgmma configuration among {launch.configs}"
 
 
 def test_attention_ref_upcast():
@@ -254,6 +316,15 @@ def test_backward_is_deterministic_on_cuda(dtype):
     first, second = _grads(flash_attention, q, k, v, grad_out), _grads(flash_attention, q, k, v, grad_out)
     for name, a, b in zip(("out", "dq", "dk", "dv"), first, second):
         assert torch.equal(a, b), f"{name} differs between two identical runs"
+
+
+def test_inputs_on_a_second_gpu():
+    """Tensors on cuda:1 while cuda:0 is current: the launches run on the tensors' device."""
+    if torch.cuda.device_count() < 2 or interpreter_enabled():
+        pytest.skip("needs two CUDA GPUs")
+    q, k, v, grad_out = (_randn(1, 2, 70, 80, device="cuda:1") for _ in range(4))
+    with torch.cuda.device(0):
+        _check(q, k, v, grad_out, label="cuda:1 ")
 
 
 def test_slices_beyond_32_bit_offsets_are_made_contiguous():

@@ -7,6 +7,9 @@ carry up to a whole ulp of error where PyTorch's carry half an ulp, and some cas
 tolerance rule for that reason alone (with the interpreter's conversion patched to round to nearest
 even, a scratch check, every bf16 case here passes).
 
+Mixed dtypes (x and residual apart, as under ``torch.autocast``) are compared with eager PyTorch
+under the same autocast, each output in its own dtype's rule.
+
 Low-precision baseline: ``*_ref(..., upcast=False)`` run in fp16/bf16, i.e. PyTorch's own
 ``x + residual`` and ``F.layer_norm`` (and its autograd) in that dtype. On CPU PyTorch computes the
 statistics in fp32 internally but rounds s, y and every gradient to the low-precision dtype, so its
@@ -21,7 +24,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import DEVICES, KERNEL_DEVICE, skip_unless_kernels_run_on
+from conftest import DEVICES, KERNEL_DEVICE, TRITON_INTERPRETER, skip_unless_kernels_run_on
 from fastvit.testing import assert_close, compare, is_low_precision
 from kernels.layer_norm import MAX_HIDDEN, add_layer_norm, add_layer_norm_ref, layer_norm, layer_norm_ref
 
@@ -228,6 +231,87 @@ def test_gradient_through_only_y_or_only_s(device):
     assert db is None or not db.any(), "y got no gradient, so neither may bias"
 
 
+MIXED = {  # (x dtype, residual dtype): what autocast makes of a block (branch output, residual stream)
+    "fp16-branch-fp32-stream": (torch.float16, torch.float32),
+    "fp32-branch-fp16-stream": (torch.float32, torch.float16),
+    "fp16-both": (torch.float16, torch.float16),
+}
+
+
+def _eager_add_norm(x, residual, weight, bias, eps=1e-6):
+    """What fastvit's ``torch`` norm backend computes: eager PyTorch, whatever autocast is active."""
+    s = x + residual
+    return torch.nn.functional.layer_norm(s, s.shape[-1:], weight, bias, eps), s
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("autocast", [True, False], ids=["autocast", "no-autocast"])
+@pytest.mark.parametrize("case", list(MIXED))
+def test_mixed_dtypes_as_autocast_makes_them(device, case, autocast):
+    """x and residual in different dtypes, fp32 parameters, under ``torch.autocast(device, float16)``
+    or not: every output and gradient comes back in the dtype eager PyTorch gives it, and is as close
+    to float64 as the fastvit rule asks: the fp32 bound for fp32 outputs computed from an fp32 s, twice
+    eager's own error (eager under the same autocast) for fp16 outputs and for whatever an fp16 s
+    feeds."""
+    x_dtype, r_dtype = MIXED[case]
+    B, N, D = 2, 9, 80
+    x = torch.randn(B, N, D, device=device).to(x_dtype)
+    r = torch.randn(B, N, D, device=device).to(r_dtype)
+    weight, bias = _params(D, device)
+    s_dtype = torch.result_type(x, r)
+    grads = [torch.randn(B, N, D, device=device) for _ in range(2)]
+
+    def run(fn, tensors, dtypes):
+        leaves = [t.detach().requires_grad_(True) for t in tensors]
+        with torch.autocast(device_type=device, dtype=torch.float16, enabled=autocast):
+            outs = fn(*leaves)
+        # incoming gradients rounded to each output's dtype, so every implementation sees the same values
+        torch.autograd.backward(outs, [g.to(dt) for g, dt in zip(grads, dtypes or [o.dtype for o in outs])])
+        return [o.detach() for o in outs] + [t.grad for t in leaves]
+
+    eager = run(_eager_add_norm, [x, r, weight, bias], None)
+    ours = run(add_layer_norm, [x, r, weight, bias], None)
+    ref = run(_eager_add_norm, [t.double() for t in (x, r, weight, bias)], [eager[0].dtype, eager[1].dtype])
+    names = ("y", "s", "dx", "dresidual", "dweight", "dbias")
+    expected = [eager[0].dtype, s_dtype, x_dtype, r_dtype, torch.float32, torch.float32]
+    for name, out, base, r64, dtype in zip(names, ours, eager, ref, expected):
+        assert out.dtype == base.dtype == dtype, f"{name}: {out.dtype}, eager {base.dtype}, expected {dtype}"
+        precision = dtype if is_low_precision(dtype) else s_dtype  # an fp16 s rounds everything after it
+        assert_close(out, r64, baseline=base if is_low_precision(precision) else None, dtype=precision,
+                     name=f"{case} {name}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_output_dtype_follows_the_autocast_policy(device):
+    """y's dtype is the one eager ``F.layer_norm`` has under autocast on this device: fp16 on CPU
+    (torch 2.13 keeps layer_norm in the input dtype there), fp32 on CUDA (its autocast runs
+    layer_norm in fp32), for plain LayerNorm as for the fused add."""
+    x = torch.randn(3, 40, device=device).half()
+    weight, bias = _params(40, device)
+    with torch.autocast(device_type=device, dtype=torch.float16):
+        eager = torch.nn.functional.layer_norm(x, (40,), weight, bias)
+        y = layer_norm(x, weight, bias)
+        y2, s2 = add_layer_norm(x, x, weight, bias)
+    assert y.dtype == y2.dtype == eager.dtype == (torch.float32 if device == "cuda" else torch.float16)
+    assert s2.dtype == torch.float16
+    assert layer_norm(x, weight, bias).dtype == torch.float16, "outside autocast: x's dtype"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("which", ["x", "residual"])
+def test_mixed_dtypes_gradient_for_one_input_only(device, which):
+    """Only one of x / residual requires a gradient: it gets it in its own dtype."""
+    x = torch.randn(4, 24, device=device).half()
+    r = torch.randn(4, 24, device=device)
+    weight, bias = _params(24, device)
+    leaf = (x if which == "x" else r).requires_grad_(True)
+    y, s = add_layer_norm(x, r, weight, bias)
+    (y.sum() + s.sum()).backward()
+    assert leaf.grad.dtype == leaf.dtype
+    other = r if which == "x" else x
+    assert other.grad is None
+
+
 @settings(max_examples=8, deadline=None)
 @given(M=st.integers(1, 40), D=st.integers(1, 300), residual=st.booleans())
 def test_property_any_shape_fp32(M, D, residual):
@@ -244,8 +328,8 @@ def test_errors_name_the_problem():
     w, b = torch.ones(8, device=dev), torch.zeros(8, device=dev)
     with pytest.raises(ValueError, match=r"residual shape \(4, 7\) differs from x shape \(4, 8\)"):
         add_layer_norm(x, torch.randn(4, 7, device=dev), w, b)
-    with pytest.raises(TypeError, match="residual dtype torch.float16 differs"):
-        add_layer_norm(x, x.half(), w, b)
+    with pytest.raises(TypeError, match=r"weight dtype torch.float16 must be the dtype of x \+ residual \(torch"):
+        add_layer_norm(x.half(), x, w.half(), b)
     with pytest.raises(ValueError, match=r"weight must have shape \(8,\)"):
         layer_norm(x, torch.ones(9, device=dev), b)
     with pytest.raises(ValueError, match=r"bias must have shape \(8,\)"):
@@ -275,6 +359,15 @@ def test_mixed_devices_rejected():
     x = torch.randn(2, 8, device="cuda")
     with pytest.raises(ValueError, match="one device"):
         add_layer_norm(x, x, torch.ones(8), None)
+
+
+def test_inputs_on_a_second_gpu():
+    """Tensors on cuda:1 while cuda:0 is current: the launches run on the tensors' device."""
+    if torch.cuda.device_count() < 2 or TRITON_INTERPRETER:
+        pytest.skip("needs two CUDA GPUs")
+    x, r = torch.randn(37, 127, device="cuda:1"), torch.randn(37, 127, device="cuda:1")
+    with torch.cuda.device(0):
+        _check(x, r, *_params(127, "cuda:1"), torch.float32, label="cuda:1 ")
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -15,8 +15,10 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import DEVICES, KERNEL_DEVICE, skip_unless_kernels_run_on
+from conftest import DEVICES, KERNEL_DEVICE, TRITON_INTERPRETER, skip_unless_kernels_run_on
 from fastvit.testing import assert_close, compare, is_low_precision
+from kernels._common import pinned_config
+from kernels.audit.capture import record_launches
 from kernels.patch_embed import patch_embed, patch_embed_ref
 
 pytestmark = pytest.mark.usefixtures("kernel_device_runs")
@@ -176,3 +178,58 @@ def test_mixed_devices_rejected():
     images, weight, bias, pos, cls = _inputs(1, 3, 8, 8, 4, 16, "cpu")
     with pytest.raises(ValueError, match="one device"):
         patch_embed(images, weight.cuda(), bias, pos, cls)
+
+
+def test_inputs_on_a_second_gpu():
+    """Tensors on cuda:1 while cuda:0 is current: the launches run on the tensors' device."""
+    if torch.cuda.device_count() < 2 or TRITON_INTERPRETER:
+        pytest.skip("needs two CUDA GPUs")
+    with torch.cuda.device(0):
+        _check(_inputs(2, 3, 16, 12, 4, 48, "cuda:1"), torch.float32, label="cuda:1 ")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=lambda d: str(d)[6:])
+def test_every_default_tile_under_the_interpreter(monkeypatch, dtype):
+    """Each tile of the default space that a launch in this dtype can get, run by the interpreter in
+    place of its 32 x 32 x 32 (warps and stages mean nothing there), on a patch-14 grid: K = 588 and
+    B * (1 + N) = 10 rows, so every tile has tails."""
+    if not TRITON_INTERPRETER:
+        pytest.skip("runs the kernels through Triton's interpreter")
+    import importlib
+
+    pe = importlib.import_module("kernels.patch_embed")
+    family = "fp32" if dtype == torch.float32 else "mma"
+    tensors = _inputs(2, 3, 28, 28, 14, 40, "cpu")
+    for tile_index in range(max(len(pe._TILES[k][family]) for k in pe._TILES)):
+        meta = {kernel: dict(zip(pe._NAMES[kernel], tiles[family][min(tile_index, len(tiles[family]) - 1)][0]))
+                for kernel, tiles in pe._TILES.items()}
+        monkeypatch.setattr(pe, "_INTERPRETER_META", meta)
+        _check(tensors, dtype, label=f"{meta} ")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("P", [16, 14])
+def test_every_default_config_on_cuda(dtype, P):
+    """Each configuration of the default autotuning space, pinned in turn for each of the three
+    kernels, on ViT-B/16's and ViT-H/14's patch grids: tokens and gradients against float64. (The
+    CUDA test job otherwise runs FASTVIT_AUTOTUNE=off, whose 32 x 32 tile compiles to mma.sync.) On
+    Hopper every 16-bit kernel must have run wgmma configurations here."""
+    if not torch.cuda.is_available() or TRITON_INTERPRETER:
+        pytest.skip("needs a CUDA GPU without the interpreter: runs the GPU autotuning space's configs")
+    from kernels.audit.compile import compile_job, specialize
+
+    tensors = _inputs(2, 3, 4 * P, 4 * P, P, 192, "cuda")
+    low = [t.to(dtype).requires_grad_(True) for t in tensors]
+    launches = record_launches(lambda: patch_embed(*low).backward(torch.empty(2, 17, 192, device="cuda",
+                                                                                     dtype=dtype)))
+    assert [launch.name for launch in launches] == ["_patch_embed_fwd_kernel", "_patch_embed_bwd_dweight_kernel",
+                                                    "_patch_embed_bwd_dimages_kernel"]
+    major, minor = torch.cuda.get_device_capability()
+    for launch in launches:
+        kinds = set()
+        for config in launch.configs:
+            with pinned_config(launch.kernel, config):
+                _check(tensors, dtype, label=f"{launch.name} {config} ")
+            kinds.add(compile_job(specialize(launch, config, 10 * major + minor))["mma"])
+        if major == 9 and dtype != torch.float32:
+            assert "wgmma" in kinds, f"{launch.name}: no wgmma configuration among {launch.configs}"
