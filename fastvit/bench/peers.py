@@ -7,15 +7,11 @@ is not installed, or has no such architecture, makes its rows ``skipped`` with t
 (``pip install 'fastvit[peers]'``). Every peer runs its library's own attention, named in the row's
 ``backend`` column.
 
-torchvision (which timm imports) on PyPI is a CUDA build; beside a CPU build of torch its compiled
-ops (NMS and friends, unused by these models) fail to load, and its import fails at registering
-their fake kernels. :func:`import_torchvision` then declares those two operator schemas, without
-any kernel, so that the import and the models work; calling ``torchvision.ops.nms`` still fails.
+The libraries are imported through :mod:`fastvit.optional`, which copes with a torchvision built
+for another torch.
 """
 from __future__ import annotations
 
-import importlib
-import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,37 +19,15 @@ import torch
 import torch.nn as nn
 
 from fastvit.models import get_preset
+from fastvit.optional import import_peer
 
 LIBRARIES = ("timm", "transformers")
 CNNS = {"resnet50": "resnet50", "convnext_tiny": "convnext_tiny"}  # model name -> torchvision builder
 INSTALL = "pip install 'fastvit[peers]' (scripts/setup_venv.sh pins torchvision to the installed torch)"
-_SCHEMAS = {"nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-            "qnms": "qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor"}
-_declared: list = []
-
-
-def import_torchvision():
-    """``import torchvision``, also where its compiled ops cannot load (see the module docstring)."""
-    try:
-        return importlib.import_module("torchvision")
-    except RuntimeError as err:
-        if "torchvision::" not in str(err) or "does not exist" not in str(err):
-            raise
-    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-        del sys.modules[name]
-    lib = torch.library.Library("torchvision", "DEF")
-    for schema in _SCHEMAS.values():
-        lib.define(schema)
-    _declared.append(lib)  # the declarations live as long as the library object
-    return importlib.import_module("torchvision")
-
-
 def available(library: str) -> tuple[bool, str]:
     """Whether ``library`` ("timm", "transformers", "torchvision") imports here, and why not."""
     try:
-        if library in ("timm", "torchvision"):
-            import_torchvision()
-        importlib.import_module(library)
+        import_peer(library)
     except Exception as err:  # any import failure makes the peer unavailable, with its reason
         return False, f"{library} is not importable ({type(err).__name__}: {str(err)[:160]}); {INSTALL}"
     return True, ""
@@ -79,8 +53,7 @@ class _Logits(nn.Module):
 
 
 def _timm(name: str, model: nn.Module) -> Peer:
-    import_torchvision()
-    import timm
+    timm = import_peer("timm")
 
     cfg = model.cfg
     peer = timm.create_model(name, pretrained=False, img_size=cfg.img_size, num_classes=cfg.num_classes)
@@ -121,5 +94,5 @@ def build(library: str, name: str, model: nn.Module) -> Peer:
 
 def build_cnn(name: str, num_classes: int = 1000) -> Peer:
     """A torchvision CNN baseline, freshly initialised."""
-    tv = import_torchvision()
+    tv = import_peer("torchvision")
     return Peer(getattr(tv.models, CNNS[name])(num_classes=num_classes), "none")
