@@ -28,8 +28,8 @@ def row(op, backend, res, median, mem, pass_="fwd", status="ok", **extra):
          "batch": 2, "dtype": "fp32", "device": "cpu", "device_name": "Synthetic CPU", "pass": pass_,
          "patch_size": PATCH, "depth": DEPTH, "heads": 3, "head_dim": 64, "threads": 2,
          "flops": 4.0 * 2 * 3 * tokens(res) ** 2 * 64, "status": status}
-    if op == "vit":
-        r.update(norm_backend="torch", patch_backend="conv")
+    if op == "model":
+        r.update(norm_backend="torch", patch_backend="conv", library="fastvit", family="vit")
     if status == "ok":
         r.update(median_s=median, iqr_s=0.02 * median, q1_s=0.99 * median, q3_s=1.01 * median, rounds=5,
                  peak_mem_bytes=mem)
@@ -43,8 +43,8 @@ def attn_time(n, backend):
 
 def synthetic_rows(scale=1.0):
     """Power laws with known exponents: naive time and memory ~ N^2, sdpa time ~ N^2 and memory ~ N.
-    The whole model = depth x attention + a rest ~ N, sized so sdpa's attention share is exactly 1/2 at
-    512 px (N = 1025) and naive's never reaches it."""
+    The whole model = depth x attention + a rest ~ N, sized so sdpa's attention share (measured inside
+    the model: depth x attention / model) is exactly 1/2 at 512 px (N = 1025) and naive's never reaches it."""
     rows = []
     for res in RES:
         n = tokens(res)
@@ -58,10 +58,14 @@ def synthetic_rows(scale=1.0):
                         status="skipped: Triton kernels run on CPU only in Triton's interpreter"))
         n0 = tokens(512)
         rest_sdpa = DEPTH * attn_time(n0, "sdpa") * n / n0  # ~ N, equal to the attention time at N = 1025
-        rows.append(row("vit", "sdpa", res, scale * (DEPTH * attn_time(n, "sdpa") + rest_sdpa), 1e4 * n))
+        inner = DEPTH * attn_time(n, "sdpa")
+        rows.append(row("model", "sdpa", res, scale * (inner + rest_sdpa), 1e4 * n,
+                        attention_share=inner / (inner + rest_sdpa)))
         if res < 1024:
             rest_naive = 1e3 * DEPTH * attn_time(n, "naive")
-            rows.append(row("vit", "naive", res, scale * (DEPTH * attn_time(n, "naive") + rest_naive), 1e4 * n))
+            inner = DEPTH * attn_time(n, "naive")
+            rows.append(row("model", "naive", res, scale * (inner + rest_naive), 1e4 * n,
+                            attention_share=inner / (inner + rest_naive)))
     return rows
 
 
@@ -124,16 +128,19 @@ def test_report_from_jsonl(tmp_path):
     path = write_report(write_jsonl(tmp_path / "r.jsonl", synthetic_rows()), tmp_path / "out")
     text = path.read_text()
     assert path == tmp_path / "out" / "report.md"
-    for fig in ("attention_fwd.png", "vit_fwd.png", "attention_share.png"):
+    for fig in ("attention_fwd.png", "model_fwd.png", "attention_share.png"):
         assert (tmp_path / "out" / fig).stat().st_size > 10_000
         assert f"]({fig})" in text
     assert "**oom**" in text  # naive attention at 1024 px, as a status and not a number
     assert "skipped [" in text and "Triton kernels run on CPU only in Triton's interpreter" in text
     assert "| attention | fwd | naive | 2.00 | 2.00 |" in text
     assert "| attention | fwd | sdpa | 2.00 | 1.00 |" in text
-    # sdpa: attention's share is exactly 50% at 512 px; naive never gets there
-    assert "sdpa: attention's share of the model's time passes 50% at ≈ 512 px (N ≈ 1,025)" in text
-    assert "naive: attention's share of the model's time stays under 50% in the sweep" in text
+    # sdpa: attention's measured share is exactly 50% at 512 px; naive never gets there
+    assert ("- vit_tiny_patch16_224, forward (inference, no_grad), sdpa: attention's share of the model's time "
+            "(measured inside the model) passes 50% at ≈ 512 px (N ≈ 1,025).") in text
+    assert ("naive: attention's share of the model's time (measured inside the model) stays under 50% in the "
+            "sweep") in text
+    assert "| sdpa | 16% | 36% | 50% | 69% | 80% | ≈ 512 px (N ≈ 1,025) |" in text
     assert "Synthetic CPU" in text and "pytest benchmarks/" in text
     page = (tmp_path / "out" / "report.html").read_text()  # the same report as one HTML page
     assert '<img alt="attention fwd" src="attention_fwd.png">' in page and "<strong>oom</strong>" in page
@@ -333,7 +340,7 @@ def test_targets_prose_is_generated_from_the_targets_table(tmp_path, monkeypatch
 
 
 def test_sections_write_no_files(tmp_path, monkeypatch):
-    from fastvit.report import document, sections
+    from fastvit.report import architectures, document, sections
     from fastvit.report.compare import compare_section
 
     env = {"device": "cuda", "device_name": "Synthetic GPU", "copy_bytes_per_s": 3e12}
@@ -344,10 +351,11 @@ def test_sections_write_no_files(tmp_path, monkeypatch):
     monkeypatch.chdir(work)
     df = res.rows
     parts = [sections.header(df, env), sections.exponent_section(df), sections.targets_section(df, env),
-             sections.share_section(df), sections.results_section(df, env), compare_section(res, other)]
+             sections.share_section(df), architectures.architectures_section(df), architectures.peers_section(df),
+             sections.results_section(df, env), compare_section(res, other)]
     doc = document.build_report(res, other)
     assert list(work.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "o.jsonl", "r.jsonl"]
-    assert all(part.lines for part in parts)
+    assert all(part.lines for i, part in enumerate(parts) if i not in (4, 5))  # one model, no peers: none of those
     names = [f.name for part in parts for f in part.figures]
     assert names == [f.name for f in doc.figures] and "attention_share.png" in names
     assert doc.markdown == "\n".join(line for part in parts for line in part.lines).rstrip() + "\n"
@@ -355,8 +363,8 @@ def test_sections_write_no_files(tmp_path, monkeypatch):
     assert [p.name for p in work.iterdir()] == [doc.figures[0].name]
 
 
-REPORT_MODULES = ["facts", "tables", "load", "fit", "targets", "plots", "sections", "compare", "document", "html",
-                  "__init__"]
+REPORT_MODULES = ["facts", "tables", "load", "fit", "targets", "plots", "sections", "architectures", "compare",
+                  "document", "html", "__init__"]
 
 
 def _report_sources():

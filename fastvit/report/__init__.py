@@ -1,17 +1,20 @@
 """Benchmark results -> a report: ``report.md``, the same as ``report.html``, and PNG figures.
 
 Input: the sweep's pytest-benchmark JSON or its JSONL rows (:mod:`fastvit.report.load`). Contents, per
-op (attention, whole ViT, add + LayerNorm, patch embedding) and pass (fwd, train): latency and peak
-memory against tokens N on log-log axes with N and N^2 reference slopes; tables of medians, memory,
-achieved FLOP/s (or GB/s) as a fraction of the device's measured matmul peak (or copy bandwidth),
-speedups over the reference backends; fitted scaling exponents; the share of the whole-model time
-spent in attention and the resolution where it passes one half; the Triton kernels against their
+op (attention, whole model, add + LayerNorm, patch embedding) and pass (fwd, train): latency and peak
+memory against tokens N on log-log axes with N and N^2 reference slopes (against the resolution, with
+res^2 and res^4 slopes, for models without a global token count); tables of medians, memory, achieved
+FLOP/s (or GB/s) as a fraction of the device's measured matmul peak (or copy bandwidth), speedups over
+the reference backends; fitted scaling exponents; attention's share of the whole-model time, measured
+inside the model, and the resolution where it passes one half; every architecture against the image
+size, with the resolutions where a global-attention model becomes costlier than a Swin model or a CNN;
+fastvit's whole models against timm's and HF transformers' builds; the Triton kernels against their
 targets; ``oom`` and ``skipped`` configurations written as such. ``compare`` adds a second run side by
 side with ratios.
 
 Modules, each importing only those before it: ``facts`` (row columns, backends' parts), ``tables``,
-``load``, ``fit``, ``targets``, ``plots``, ``sections``, ``compare``, ``document``, ``html``. This
-module writes every file. It needs pandas, matplotlib and markdown (the ``bench`` extra).
+``load``, ``fit``, ``targets``, ``plots``, ``sections``, ``architectures``, ``compare``, ``document``,
+``html``. This module writes every file. It needs pandas, matplotlib and markdown (the ``bench`` extra).
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ import os  # noqa: E402  (the packages above are checked first)
 from pathlib import Path  # noqa: E402
 
 from fastvit.report.document import build_report  # noqa: E402
-from fastvit.report.fit import FIT_MIN_TOKENS, Crossover, Fit, attention_share, crossover, exponents, fit_exponent  # noqa: E402
+from fastvit.report.fit import (FIT_MIN_TOKENS, Crossover, Fit, attention_share, costlier_from,  # noqa: E402
+                                crossover, exponents, fit_exponent, fit_pixels)
 from fastvit.report.html import markdown_to_html  # noqa: E402
 from fastvit.report.load import Results, load_results  # noqa: E402
 from fastvit.report.targets import kernel_targets  # noqa: E402
@@ -58,6 +62,6 @@ def write_report(results: str | os.PathLike, out_dir: str | os.PathLike,
     return path
 
 
-__all__ = ["write_report", "load_results", "fit_exponent", "exponents", "attention_share", "crossover",
-           "kernel_targets", "markdown_to_html", "Results", "Fit", "Crossover", "FIT_MIN_TOKENS",
+__all__ = ["write_report", "load_results", "fit_exponent", "fit_pixels", "exponents", "attention_share", "crossover",
+           "costlier_from", "kernel_targets", "markdown_to_html", "Results", "Fit", "Crossover", "FIT_MIN_TOKENS",
            "MissingExtraError"]

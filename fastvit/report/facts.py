@@ -9,7 +9,8 @@ its name where it is used (``row["median_s"]``).
 """
 from __future__ import annotations
 
-from fastvit.bench.rows import COMPILE_SUFFIX, KEY as _ROW_KEY, OP_REGISTRY, PASSES
+from fastvit.bench.peers import LIBRARIES as _PEER_LIBRARIES
+from fastvit.bench.rows import COMPILE_SUFFIX, KEY as _ROW_KEY, LEGACY_OPS, OP_REGISTRY, PASSES
 from fastvit.registry import registries
 
 _REGISTRIES = registries()
@@ -21,22 +22,33 @@ GROUP = ["op", "pass", "model", "dtype", "batch"]
 """One table and one figure per distinct value of these columns."""
 SETTING = ["model", "dtype", "batch"]
 """A run with one value of these columns names its figures without a suffix."""
-SHARE_KEY = ["model", "batch", "dtype", "pass", "backend", "resolution"]
-"""Whole-model and op-level attention rows are matched on these columns for the attention share."""
+SHARE_KEY = ["model", "batch", "dtype", "pass", "impl", "resolution"]
+"""One measured attention share per distinct value of these columns."""
 SHARE_GROUP = ["model", "batch", "dtype", "pass"]
 """One attention-share table per distinct value of these columns."""
+SHARE = "attention_share"
+"""The whole-model rows' column holding attention's share of the model's time, measured inside the model."""
+ARCH_GROUP = ["pass", "dtype", "batch"]
+"""One architectures figure and table per distinct value of these columns."""
+PEER_GROUP = ["model", "pass", "dtype", "batch"]
+"""One table of peer-library ratios per distinct value of these columns."""
 COMPONENT_COLUMNS = {"norm": "norm_backend", "patch": "patch_backend"}
 """The whole-model rows' columns naming the LayerNorm and patch-embedding backends."""
 COMPARE_KEY = [k for k in KEY if k not in COMPONENT_COLUMNS.values()] + ["impl"]
 """Two runs' rows are matched on these columns (``impl`` already names non-default components)."""
 SDPA_KERNEL = "sdpa_kernel"
 """The column naming the kernel PyTorch picked for a row of the automatic SDPA backend."""
-TEXT_COLUMNS = ["status", SDPA_KERNEL]
+ATTENTION_IMPL = "attention_impl"
+"""The whole-model peer rows' column naming the attention their library ran ("sdpa", "eager", ...)."""
+TEXT_COLUMNS = ["status", SDPA_KERNEL, "family", "library", ATTENTION_IMPL]
 """Text columns every frame has (None where a row lacks them)."""
 NUMERIC = ["resolution", "tokens", "batch", "flops", "bytes", "peak_mem_bytes", "median_s", "iqr_s", "q1_s",
            "q3_s", "rounds", "depth", "heads", "head_dim", "patch_size", "mean_s", "stddev_s", "flops_per_s",
-           "bytes_per_s", "kernel_median_s"]
+           "bytes_per_s", "kernel_median_s", "params", SHARE]
 """Columns read as numbers (NaN where a row lacks them or holds something else)."""
+PER_STAGE = ["depth", "heads"]
+"""Numeric columns that hold one value per stage (a list) in hierarchical models (Swin, PiT); a list
+reads as NaN."""
 TIMES = ["median_s", "iqr_s", "q1_s", "q3_s"]
 """Timing columns; blanked on rows that were not timed."""
 STATS = ("median", "iqr", "q1", "q3", "mean", "stddev", "min", "max")
@@ -45,11 +57,15 @@ EVENT_QUANTILES = ("median", "q1", "q3")
 """CUDA-event columns ``kernel_<name>_s`` that replace the wall-clock ``<name>_s`` where present."""
 
 # -- ops and passes ---------------------------------------------------------------------------------
-OP_ORDER = ["attention", "vit", "layernorm", "patch_embed"]
+MODEL = "model"
+"""The op of whole-model rows (older results files call it by a name of LEGACY_OPS)."""
+OP_ORDER = ["attention", MODEL, "layernorm", "patch_embed"]
 OP_TITLES = {"attention": "Attention, op level: softmax(q k^T) v on (B, H, N, D)",
-             "vit": "Whole ViT: images (B, 3, res, res) to logits", "layernorm": "Residual add + LayerNorm on (B, N, E)",
+             MODEL: "Whole model: images (B, 3, res, res) to logits",
+             "layernorm": "Residual add + LayerNorm on (B, N, E)",
              "patch_embed": "Patch embedding (patchify, GEMM, CLS, position embedding)"}
-OP_SHORT = {"attention": "attention", "vit": "ViT", "layernorm": "add + LayerNorm", "patch_embed": "patch embedding"}
+OP_SHORT = {"attention": "attention", MODEL: "whole model", "layernorm": "add + LayerNorm",
+            "patch_embed": "patch embedding"}
 PASS_TITLES = {"fwd": "forward (inference, no_grad)", "train": "training step (forward + backward)"}
 PASS_SHORT = {"fwd": "forward", "train": "training step"}
 
@@ -83,6 +99,24 @@ KERNEL_BACKEND = _own_kernel()
 ATTENTION_PEERS = tuple(b.name for b in _REGISTRIES["attention"].backends() if b.peer)
 """The attention kernels fastvit's own attention kernel is measured against."""
 ATTENTION_PEERS_NAME = "SDPA kernels and xformers"
+DEFAULT_MODEL_IMPL = SDPA
+"""The label of a fastvit whole-model row with the default attention, LayerNorm and patch embedding."""
+
+# -- libraries and architectures --------------------------------------------------------------------
+OWN_LIBRARY = "fastvit"
+"""The ``library`` of fastvit's own rows (and of rows of older files, which lack the column)."""
+PEER_LIBRARIES = tuple(_PEER_LIBRARIES)
+"""The libraries whose builds of the same presets (same weights) fastvit's whole models are measured against."""
+LIBRARY_TITLES = {OWN_LIBRARY: "fastvit", "timm": "timm", "transformers": "HF transformers",
+                  "torchvision": "torchvision"}
+NO_ATTENTION = "none"
+"""``attention_impl`` of a model without attention (a CNN)."""
+FAMILY_TITLES = {"vit": "ViT", "deit": "DeiT", "swin": "Swin", "pit": "PiT", "cnn": "CNN"}
+GLOBAL_ATTENTION = ("vit", "deit")
+"""Families whose every block attends over all N tokens."""
+RIVALS = ("swin", "cnn")
+"""Families each global-attention model's latency is compared with, size by size."""
+CNN = "cnn"
 
 # -- environment ------------------------------------------------------------------------------------
 ENV_VERSIONS = (("torch", "torch", None), ("CUDA", "cuda", None), ("cuDNN", "cudnn", None),
@@ -94,6 +128,7 @@ ENV_VERSIONS = (("torch", "torch", None), ("CUDA", "cuda", None), ("cuDNN", "cud
 # -- plots ------------------------------------------------------------------------------------------
 COLORS = {"naive": "#d62728", SDPA: "#1f77b4", "sdpa-math": "#ff7f0e", "sdpa-flash": "#2ca02c",
           "sdpa-efficient": "#9467bd", "sdpa-cudnn": "#8c564b", "xformers": "#e377c2", KERNEL_BACKEND: "#17becf",
-          NORM_REFERENCE: "#1f77b4", PATCH_REFERENCE: "#1f77b4", "einops": "#ff7f0e"}
-"""Line colours per backend (other backends take the tab10 colours in order)."""
+          NORM_REFERENCE: "#1f77b4", PATCH_REFERENCE: "#1f77b4", "einops": "#ff7f0e",
+          "timm": "#bcbd22", "transformers": "#7f7f7f", "torchvision": "#393b79"}
+"""Line colours per backend or peer library (others take the tab10 colours in order)."""
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]

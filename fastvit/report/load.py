@@ -5,6 +5,10 @@ Input: the pytest-benchmark JSON written by the sweep in ``benchmarks/`` (timed 
 ``machine_info.fastvit``, rows reused by ``--resume`` in ``fastvit_resumed``), or the sweep's JSONL rows
 (one row per line, the environment on the first line, again after each resume), e.g. from an
 interrupted sweep; a last line cut short is ignored.
+
+Rows of older files are read as the sweep writes them now: whole-model rows under the op's old name
+(LEGACY_OPS) become ``model`` rows, a missing ``library`` is fastvit's own, a whole model without a
+``family`` takes its preset's.
 """
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ import pandas as pd
 
 from fastvit.bench.results import read_rows
 from fastvit.errors import FastViTError
-from fastvit.report.facts import COMPONENTS, EVENT_QUANTILES, KEY, NUMERIC, STATS, TEXT_COLUMNS, TIMES
+from fastvit.models.presets import PRESETS
+from fastvit.report.facts import (COMPONENTS, EVENT_QUANTILES, KEY, LEGACY_OPS, MODEL, NUMERIC, OWN_LIBRARY,
+                                  PER_STAGE, STATS, TEXT_COLUMNS, TIMES)
 
 
 @dataclass
@@ -68,10 +74,16 @@ def _check_row(row, path: str, where: str) -> None:
         raise FastViTError(f"results file {path!r}, {where}: row lacks the field(s) {', '.join(missing)}")
     for col in NUMERIC:
         value = row.get(col)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        if col in PER_STAGE and isinstance(value, list) and all(_is_number(v) for v in value):
+            continue
+        if value is not None and not _is_number(value):
             raise FastViTError(f"results file {path!r}, {where}: field {col!r} must be a number, got {value!r}")
     if not isinstance(row["status"], str):
         raise FastViTError(f"results file {path!r}, {where}: field 'status' must be text, got {row['status']!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _from_pytest_benchmark(data: dict, path: str) -> tuple[dict, list[tuple[str, dict]]]:
@@ -112,7 +124,13 @@ def frame(rows: list[dict]) -> pd.DataFrame:
         if col not in df:
             df[col] = None
     for col in NUMERIC:
+        if col in df and col in PER_STAGE:  # one value per stage: not one number
+            df[col] = df[col].map(lambda v: v if _is_number(v) else np.nan)
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
+    df["op"] = df["op"].map(lambda op: LEGACY_OPS.get(op, op))
+    df["library"] = df["library"].fillna(OWN_LIBRARY)
+    unnamed = (df["op"] == MODEL) & df["family"].isna()
+    df.loc[unnamed, "family"] = df.loc[unnamed, "model"].map(lambda m: PRESETS[m].family.name if m in PRESETS else None)
     df["status"] = df["status"].fillna("ok").astype(object)
     ok = df["status"] == "ok"
     df.loc[~ok, TIMES] = np.nan
@@ -134,9 +152,12 @@ def frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def impl_label(row: dict) -> str:
-    """The backend's name; for the whole model, followed by its non-default components."""
+    """The backend's name; for a fastvit whole model, followed by its non-default components; for a peer's
+    (or a CNN's) whole model, its library."""
+    if row.get("op") == MODEL and row.get("library") not in (None, OWN_LIBRARY):
+        return str(row["library"])
     label = str(row["backend"])
-    if row.get("op") == "vit":
+    if row.get("op") == MODEL:
         for name, column, default in COMPONENTS:
             value = row.get(column)
             if isinstance(value, str) and value != default:

@@ -1,5 +1,7 @@
 """The report's figures (matplotlib, Agg backend): latency and peak memory against tokens N on log-log
-axes with N and N² reference slopes, and attention's share of the whole-model time against resolution.
+axes with N and N² reference slopes (against the resolution, with res² and res⁴ slopes, for models
+without a global token count), the same for every architecture against the resolution, and attention's
+share of the whole-model time against resolution.
 
 Sections describe a figure as a :class:`Figure` (its file name and a function that draws it to a path);
 only the writer of the report calls ``draw``.
@@ -17,8 +19,12 @@ import pandas as pd
 from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
 
 from fastvit.report.facts import COLORS, COMPILE_SUFFIX, MARKERS, PASS_TITLES, PASSES, SDPA, SDPA_KERNEL
-from fastvit.report.fit import SHARE_LEVEL, crossover
-from fastvit.report.tables import impls, mem_unit, status_kind, time_unit
+from fastvit.report.fit import SHARE_LEVEL, share_crossover
+from fastvit.report.tables import has_tokens, impl_title, impls, mem_unit, status_kind, time_unit
+
+TOKEN_GUIDES = ((1, "∝ N"), (2, "∝ N²"))
+PIXEL_GUIDES = ((2, "∝ res²"), (4, "∝ res⁴"))  # the same slopes against the resolution
+ARCH_GUIDES = ((2, "∝ res² (∝ N)"), (4, "∝ res⁴ (∝ N²)"))
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ def _setup_matplotlib():
                  "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": True}
 
 
-def _token_axis(ax, tokens: list[int], patch: int | None):
+def _token_axis(ax, tokens: list[int], patch: int | None, prefix: int = 1):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(FixedLocator(tokens))
@@ -55,24 +61,43 @@ def _token_axis(ax, tokens: list[int], patch: int | None):
     ax.set_xticklabels([f"{n:,}" for n in tokens])
     ax.set_xlabel("tokens N")
     if patch:
-        top = ax.secondary_xaxis("top", functions=(lambda n: patch * np.sqrt(np.maximum(n - 1, 1e-9)),
-                                                   lambda r: (r / patch) ** 2 + 1))
-        res = [patch * round(math.sqrt(n - 1)) for n in tokens]
+        top = ax.secondary_xaxis("top", functions=(lambda n: patch * np.sqrt(np.maximum(n - prefix, 1e-9)),
+                                                   lambda r: (r / patch) ** 2 + prefix))
+        res = [patch * round(math.sqrt(max(n - prefix, 0))) for n in tokens]
         top.xaxis.set_major_locator(FixedLocator(res))
         top.xaxis.set_minor_locator(NullLocator())
         top.set_xticklabels([str(r) for r in res])
         top.set_xlabel("resolution (px)")
 
 
-def _reference_slopes(ax, tokens: list[int], ys: list[float]):
-    """Dashed N and N^2 lines from the geometric mean of the values at the smallest size."""
+def _prefix_tokens(g: pd.DataFrame, patch: int | None) -> int:
+    """The tokens of ``g``'s rows beyond their patches (the CLS token, DeiT's distillation token)."""
+    if not patch:
+        return 1
+    r = g.dropna(subset=["tokens"]).iloc[0]
+    return int(round(r["tokens"] - (r["resolution"] / patch) ** 2))
+
+
+def _res_axis(ax, res: list[int], log_y: bool = True):
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(res))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(r) for r in res])
+    ax.set_xlabel("resolution (px)")
+
+
+def _reference_slopes(ax, xs: list[int], ys: list[float], guides=TOKEN_GUIDES):
+    """Reference lines value ∝ x^power, (power, label) per ``guides``, from the geometric mean of the
+    values ``ys`` at the smallest size."""
     ys = [y for y in ys if y > 0 and np.isfinite(y)]
-    if len(tokens) < 2 or not ys:
+    if len(xs) < 2 or not ys:
         return
-    n0, n1 = min(tokens), max(tokens)
+    n0, n1 = min(xs), max(xs)
     y0 = float(np.exp(np.mean(np.log(ys))))
     n = np.array([n0, n1], dtype=float)
-    for power, label, style in ((1, "∝ N", ":"), (2, "∝ N²", "--")):
+    for (power, label), style in zip(guides, (":", "--")):
         ax.plot(n, y0 * (n / n0) ** power, style, color="0.45", linewidth=1.2, zorder=1)
         ax.annotate(label, (n1, y0 * (n1 / n0) ** power), textcoords="offset points", xytext=(4, 0),
                     va="center", fontsize=10, color="0.3")
@@ -80,10 +105,11 @@ def _reference_slopes(ax, tokens: list[int], ys: list[float]):
 
 def plot_scaling(g: pd.DataFrame, path: Path, title: str, other: pd.DataFrame | None = None,
                  other_label: str = "") -> None:
-    """Latency (with its IQR) and peak memory of every backend in ``g`` against N; with ``other``, the
-    latency alone, ``other``'s dotted beside it."""
+    """Latency (with its IQR) and peak memory of every backend in ``g`` against N (against the resolution
+    where a row has no token count); with ``other``, the latency alone, ``other``'s dotted beside it."""
     plt, rc = _setup_matplotlib()
-    tokens = sorted(int(t) for t in g["tokens"].dropna().unique())
+    x = "tokens" if has_tokens(g) else "resolution"
+    sizes = sorted(int(t) for t in g[x].dropna().unique())
     patch = int(g["patch_size"].dropna().iloc[0]) if g["patch_size"].notna().any() else None
     ok = g[g["status"] == "ok"]
     t_unit, t_scale = time_unit(ok["median_s"])
@@ -98,10 +124,10 @@ def plot_scaling(g: pd.DataFrame, path: Path, title: str, other: pd.DataFrame | 
         for ax, (col, ylabel, scale, name) in zip(axes[0], panels):
             firsts = []
             for i, impl in enumerate(impls(g)):
-                d = g[g["impl"] == impl].sort_values("tokens")
+                d = g[g["impl"] == impl].sort_values(x)
                 good = d[(d["status"] == "ok") & d[col].notna() & (d[col] > 0)]
                 bad = d[d["status"] != "ok"]
-                label = impl
+                label = impl_title(g, impl)
                 kernels = d[SDPA_KERNEL].dropna().unique() if d["backend"].iloc[0] == SDPA else []
                 if len(kernels) == 1:  # plain sdpa overlaps the pinned kernel it chose: say which
                     label += f" (ran {kernels[0]})"
@@ -116,20 +142,24 @@ def plot_scaling(g: pd.DataFrame, path: Path, title: str, other: pd.DataFrame | 
                     lo = (good["median_s"] - good["q1_s"]).clip(lower=0).to_numpy()
                     hi = (good["q3_s"] - good["median_s"]).clip(lower=0).to_numpy()
                     err = np.nan_to_num(np.vstack([lo, hi])) * scale
-                    h = ax.errorbar(good["tokens"], y, yerr=err, capsize=3, label=label, **st)
+                    h = ax.errorbar(good[x], y, yerr=err, capsize=3, label=label, **st)
                 else:
-                    h = ax.plot(good["tokens"], y, label=label, **st)[0]
+                    h = ax.plot(good[x], y, label=label, **st)[0]
                 handles.setdefault(label, h)
-                firsts.append(y[0] if good["tokens"].iloc[0] == tokens[0] else np.nan)
+                firsts.append(y[0] if good[x].iloc[0] == sizes[0] else np.nan)
                 if other is not None:
-                    o = other[(other["impl"] == impl) & (other["status"] == "ok")].sort_values("tokens")
+                    o = other[(other["impl"] == impl) & (other["status"] == "ok")].sort_values(x)
                     if len(o):
-                        oh = ax.plot(o["tokens"], o[col] * scale, color=st["color"], marker=st["marker"],
+                        oh = ax.plot(o[x], o[col] * scale, color=st["color"], marker=st["marker"],
                                      linestyle=":", linewidth=1.4, markersize=5, markerfacecolor="none",
                                      label=f"{impl} ({other_label})")[0]
                         handles.setdefault(f"{impl} ({other_label})", oh)
-            _reference_slopes(ax, tokens, firsts)
-            _token_axis(ax, tokens, patch)
+            if x == "tokens":
+                _reference_slopes(ax, sizes, firsts, TOKEN_GUIDES)
+                _token_axis(ax, sizes, patch, _prefix_tokens(g, patch))
+            else:
+                _reference_slopes(ax, sizes, firsts, PIXEL_GUIDES)
+                _res_axis(ax, sizes)
             ax.set_ylabel(ylabel)
         fig.suptitle(title, fontsize=12)
         if handles:
@@ -138,9 +168,9 @@ def plot_scaling(g: pd.DataFrame, path: Path, title: str, other: pd.DataFrame | 
         plt.close(fig)
 
 
-def plot_share(share: pd.DataFrame, path: Path, title: str) -> None:
-    """Attention's share of the whole-model time per backend against resolution, one panel per pass,
-    the crossover of the share level circled."""
+def plot_share(share: pd.DataFrame, path: Path, title: str, labels: pd.DataFrame) -> None:
+    """Attention's share of the whole-model time per implementation against resolution, one panel per
+    pass, the crossover of the share level circled."""
     plt, rc = _setup_matplotlib()
     passes = [p for p in PASSES if p in set(share["pass"])] or sorted(set(share["pass"]))
     with plt.rc_context(rc):
@@ -150,32 +180,63 @@ def plot_share(share: pd.DataFrame, path: Path, title: str) -> None:
         for ax, p in zip(axes[0], passes):
             d = share[share["pass"] == p]
             res = sorted(int(r) for r in d["resolution"].unique())
-            for i, b in enumerate(dict.fromkeys(d["backend"])):
-                s = d[(d["backend"] == b) & d["share"].notna()].sort_values("resolution")
+            for i, b in enumerate(dict.fromkeys(d["impl"])):
+                s = d[(d["impl"] == b) & d["share"].notna()].sort_values("resolution")
                 if s.empty:
                     continue
                 st = _style(b, i)
-                h = ax.plot(s["resolution"], 100 * s["share"], label=b, **st)[0]
-                handles.setdefault(b, h)
-                patch = int(s["patch_size"].iloc[0]) if s["patch_size"].notna().any() else None
-                c = crossover(s["resolution"], s["share"], patch=patch)
+                label = impl_title(labels, b)
+                h = ax.plot(s["resolution"], 100 * s["share"], label=label, **st)[0]
+                handles.setdefault(label, h)
+                c = share_crossover(s)
                 if c.resolution:
                     ax.plot([c.resolution], [100 * SHARE_LEVEL], marker="o", markersize=9, markerfacecolor="none",
                             markeredgecolor=st["color"], markeredgewidth=1.6, linestyle="none")
             ax.axhline(100 * SHARE_LEVEL, color="0.4", linestyle="--", linewidth=1.1)
-            ax.set_xscale("log")
-            ax.xaxis.set_major_locator(FixedLocator(res))
-            ax.xaxis.set_minor_locator(NullLocator())
-            ax.set_xticklabels([str(r) for r in res])
+            _res_axis(ax, res, log_y=False)
             top = 100 * share["share"].max() if share["share"].notna().any() else 100
             ax.set_ylim(0, max(100, 1.08 * top))
             ax.yaxis.set_major_formatter(PercentFormatter())
-            ax.set_xlabel("resolution (px)")
             ax.set_title(PASS_TITLES.get(p, p), fontsize=11)
-        axes[0][0].set_ylabel("share of ViT time in attention")
+        axes[0][0].set_ylabel("share of the model's time in attention")
         fig.suptitle(title, fontsize=12)
         if handles:
             fig.legend(list(handles.values()), list(handles), loc="outside right center", frameon=False,
-                       title="attention backend")
+                       title="implementation")
+        fig.savefig(path)
+        plt.close(fig)
+
+
+def plot_architectures(d: pd.DataFrame, path: Path, title: str, labels: dict[str, str]) -> None:
+    """Latency and peak memory of every model in ``d`` (one line each, ``labels`` naming them) against
+    the resolution, log-log, with res² (∝ N) and res⁴ (∝ N²) reference slopes."""
+    plt, rc = _setup_matplotlib()
+    ok = d[(d["status"] == "ok")]
+    sizes = sorted(int(r) for r in d["resolution"].dropna().unique())
+    t_unit, t_scale = time_unit(ok["median_s"])
+    m_unit, m_scale = mem_unit(ok["peak_mem_bytes"])
+    panels = [("median_s", f"median latency ({t_unit})", t_scale), ("peak_mem_bytes", f"peak memory ({m_unit})",
+                                                                     m_scale)]
+    with plt.rc_context(rc):
+        fig, axes = plt.subplots(1, 2, figsize=(13.4, 4.8), squeeze=False, layout="constrained")
+        handles = {}
+        for ax, (col, ylabel, scale) in zip(axes[0], panels):
+            firsts = []
+            for i, model in enumerate(labels):
+                good = ok[(ok["model"] == model) & ok[col].notna() & (ok[col] > 0)].sort_values("resolution")
+                if good.empty:
+                    continue
+                st = _style(model, i)
+                st["color"] = matplotlib.colormaps["tab10"](i % 10)
+                st["markerfacecolor"] = st["color"] if i % 2 == 0 else "white"
+                y = good[col].to_numpy() * scale
+                handles.setdefault(labels[model], ax.plot(good["resolution"], y, label=labels[model], **st)[0])
+                firsts.append(y[0] if good["resolution"].iloc[0] == sizes[0] else np.nan)
+            _reference_slopes(ax, sizes, firsts, ARCH_GUIDES)
+            _res_axis(ax, sizes)
+            ax.set_ylabel(ylabel)
+        fig.suptitle(title, fontsize=12)
+        if handles:
+            fig.legend(list(handles.values()), list(handles), loc="outside right center", frameon=False)
         fig.savefig(path)
         plt.close(fig)

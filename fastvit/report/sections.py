@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from fastvit.report.facts import (ATTENTION_REFERENCES, ENV_VERSIONS, OP_SHORT, OP_TITLES, PASS_TITLES, PASSES,
-                                  REFERENCES, SDPA, SDPA_KERNEL, SHARE_GROUP)
-from fastvit.report.fit import FIT_MIN_TOKENS, SHARE_LEVEL, attention_share, crossings, exponents
+from fastvit.report.facts import (ATTENTION_REFERENCES, ENV_VERSIONS, FAMILY_TITLES, MODEL, OP_SHORT, OP_TITLES,
+                                  PASS_SHORT, PASS_TITLES, PASSES, PEER_LIBRARIES, REFERENCES, SDPA, SDPA_KERNEL,
+                                  SETTING)
+from fastvit.report.fit import (FIT_MIN_RESOLUTION, FIT_MIN_TOKENS, SHARE_LEVEL, architecture_crossings,
+                                attention_share, crossings, exponents)
 from fastvit.report.plots import Figure, plot_scaling, plot_share
-from fastvit.report.tables import (Notes, fig_name, fmt_exponent, groups, impls, md_table, mem_unit, num,
+from fastvit.report.tables import (Notes, fig_name, fmt_exponent, groups, impl_title, impls, md_table, mem_unit, num,
                                    one_setting, pivot_table, rate_unit, sort_by_op, status_kind, time_unit)
 from fastvit.report.targets import COPY, kernel_targets, targets_prose
 
@@ -91,10 +93,13 @@ def summary(df: pd.DataFrame) -> list[str]:
         if parts or lparts:
             lines.append(f"- Attention {PASS_TITLES[p]}: peak-memory exponent {', '.join(parts) or '–'}; "
                          f"latency exponent {', '.join(lparts) or '–'} (fitted over N ≥ {FIT_MIN_TOKENS:,}).")
+    models = df[df["op"] == MODEL]
     for c in crossings(attention_share(df)):
-        if c["backend"] in ATTENTION_REFERENCES:
-            lines.append(f"- ViT {PASS_TITLES.get(c['pass'], c['pass'])} with {c['backend']}: attention's share of "
-                         f"the model's time {c['crossover'].sentence()}.")
+        if c["impl"] in ATTENTION_REFERENCES + PEER_LIBRARIES:
+            name = impl_title(models[models["model"] == c["model"]], c["impl"])
+            lines.append(f"- {c['model']}, {PASS_TITLES.get(c['pass'], c['pass'])}, {name}: attention's share of "
+                         f"the model's time (measured inside the model) {c['crossover'].sentence()}.")
+    lines += architecture_summary(df)
     if "compile_graph_breaks" in df:
         compiled = df[(df["status"] == "ok") & df["compile_graph_breaks"].notna()]
         broken = compiled[compiled["compile_graph_breaks"] > 0]
@@ -114,21 +119,48 @@ def summary(df: pd.DataFrame) -> list[str]:
     return lines
 
 
+def architecture_summary(df: pd.DataFrame) -> list[str]:
+    """One bullet per global-attention model and setting: from which resolution its latency passes that
+    of each Swin model and CNN."""
+    found: dict[tuple, list[str]] = {}
+    for c in architecture_crossings(df):
+        x = c["crossover"]
+        phrase = {"crossed": f"from {x.text}", "already": "already at the smallest size",
+                  "not reached": "at no size of the sweep (" + x.text.split("(", 1)[-1]}
+        phrase = phrase.get(x.kind, f"not compared ({x.text})")
+        key = (c["model"], c["pass"], c["dtype"], c["batch"])
+        found.setdefault(key, []).append(f"{c['rival']} ({FAMILY_TITLES.get(c['rival_family'])}) {phrase}")
+    return [f"- {model}, {PASS_SHORT.get(p, p)} (B={int(b)}, {dtype}): costlier in latency than "
+            + "; than ".join(parts) + "." for (model, p, dtype, b), parts in found.items()]
+
+
 def exponent_section(df: pd.DataFrame) -> Section:
     exps = exponents(df)
     if exps.empty:
         return Section()
     exps = sort_by_op(exps, ["op", "pass"])
-    rows = [[OP_SHORT.get(r["op"], r["op"]), r["pass"], r["impl"], fmt_exponent(r["latency_exponent"]),
-             fmt_exponent(r["memory_exponent"]), f"{int(r['n_min']):,}–{int(r['n_max']):,} ({int(r['points'])})"]
+    several = len(exps[SETTING].drop_duplicates()) > 1
+
+    def span(r):
+        unit = "" if r["axis"] == "tokens" else " px"
+        return f"{int(r['n_min']):,}–{int(r['n_max']):,}{unit} ({int(r['points'])})"
+
+    rows = [[OP_SHORT.get(r["op"], r["op"]), r["pass"]]
+            + ([f"{r['model']}, B={int(r['batch'])}, {r['dtype']}"] if several else [])
+            + [r["impl"], fmt_exponent(r["latency_exponent"]), fmt_exponent(r["memory_exponent"]), span(r)]
             for r in exps.to_dict("records")]
+    header = ["op", "pass"] + (["setting"] if several else []) + ["backend", "latency exponent", "memory exponent",
+                                                                  "fitted over N (points)"]
+    pixels = (exps["axis"] == "pixels").any()
     return Section(["## Scaling exponents", "",
                     f"Slope k of a least-squares line through log(value) against log(N), value ∝ N^k, over the sizes "
                     f"with N ≥ {FIT_MIN_TOKENS:,} (the largest three sizes where fewer than two reach it). k ≈ 2: "
                     "quadratic in tokens, like attention's N² score matrix; k ≈ 1: linear, like everything else; "
-                    "k < 1: fixed costs (launches, workspaces) still weigh at these sizes.", "",
-                    md_table(["op", "pass", "backend", "latency exponent", "memory exponent",
-                              "fitted over N (points)"], rows, text_cols=3), ""])
+                    "k < 1: fixed costs (launches, workspaces) still weigh at these sizes."
+                    + (" Models without a global token count (Swin, PiT, CNNs) are fitted against the pixels, "
+                       f"res², over the sizes from {FIT_MIN_RESOLUTION} px on (the span is then in px): the same "
+                       "scale, 1 linear and 2 quadratic in the number of patches." if pixels else ""), "",
+                    md_table(header, rows, text_cols=len(header) - 3), ""])
 
 
 def targets_section(df: pd.DataFrame, env: dict) -> Section:
@@ -160,37 +192,52 @@ def share_section(df: pd.DataFrame) -> Section:
     share = attention_share(df)
     if share.empty:
         return Section()
+    models = df[df["op"] == MODEL]
     lines = ["## Share of the whole-model time spent in attention", "",
-             "depth × (op-level attention median) / (whole-ViT median), same backend, batch, dtype and pass. "
-             "It counts softmax(q k^T) v only; the qkv and output projections are part of \"the rest\". "
-             f"Attention overtakes the rest where the share passes {100 * SHARE_LEVEL:.0f}% "
-             "(interpolated linearly in log resolution between the two sizes around it). A share above 100% "
-             "means the op-level call ran slower than the same attention inside the model (its own caches "
-             "and allocations).", "",
-             "![attention share](attention_share.png)", ""]
-    found = {(c["model"], c["batch"], c["dtype"], c["pass"], c["backend"]): c["crossover"] for c in crossings(share)}
-    for (model, batch, dtype, p), d in share.groupby(SHARE_GROUP, sort=False):
-        notes = Notes()
-        res = sorted(int(r) for r in d["resolution"].unique())
-        rows = []
-        for b in dict.fromkeys(d["backend"]):
-            s = d[d["backend"] == b]
-            cells = []
-            for r in res:
-                hit = s[s["resolution"] == r]
-                if hit.empty:
-                    cells.append("")
-                elif hit.iloc[0]["status"] != "ok":
-                    cells.append(notes.cell(hit.iloc[0]["status"]))
-                else:
-                    cells.append(f"{100 * hit.iloc[0]['share']:.0f}%")
-            rows.append([b] + cells + [found[(model, batch, dtype, p, b)].text])
-        lines += [f"{model}, B={int(batch)}, {dtype}, {PASS_TITLES.get(p, p)}:", "",
-                  md_table(["backend"] + [f"{r} px" for r in res] + ["attention > rest from"], rows), ""]
-        if notes.reasons:
-            lines += [notes.render(), ""]
-    fig_title = f"Share of ViT time in attention ({share['model'].iloc[0]}, B={int(share['batch'].iloc[0])})"
-    return Section(lines, [Figure("attention_share.png", lambda path: plot_share(share, path, fig_title))])
+             "Measured inside each model, in a run of its own after the timed rounds: every attention call "
+             "(softmax(q k^T) v, whichever backend or library computes it; forward and, in a training step, "
+             "backward) is timed and their sum divided by the time of the whole run, median of three runs. The "
+             "qkv and output projections count as the rest of the model. Attention overtakes the rest where the "
+             f"share passes {100 * SHARE_LEVEL:.0f}% (interpolated linearly in log resolution between the two sizes "
+             "around it). CNNs, torch.compile'd models and peers whose own attention does not call PyTorch's "
+             "scaled_dot_product_attention have no share.", ""]
+    found = {(c["model"], c["batch"], c["dtype"], c["pass"], c["impl"]): c["crossover"] for c in crossings(share)}
+    settings = share[["model", "batch", "dtype"]].drop_duplicates().to_dict("records")
+    figures = []
+    for setting in settings:
+        fig = "attention_share" + ("" if len(settings) == 1 else
+                                   f"_{setting['model']}_{setting['dtype']}_b{int(setting['batch'])}") + ".png"
+        part = share[(share["model"] == setting["model"]) & (share["batch"] == setting["batch"])
+                     & (share["dtype"] == setting["dtype"])]
+        fig_title = f"Share of the model's time in attention ({setting['model']}, B={int(setting['batch'])}, " \
+                    f"{setting['dtype']})"
+        named = models[models["model"] == setting["model"]]
+        figures.append(Figure(fig, lambda path, d=part, t=fig_title, n=named: plot_share(d, path, t, n)))
+        lines += [f"![attention share]({fig})", ""]
+        for p in sorted(dict.fromkeys(part["pass"]), key=lambda p: p != "fwd"):
+            model, batch, dtype = setting["model"], setting["batch"], setting["dtype"]
+            d = part[part["pass"] == p]
+            notes = Notes()
+            res = sorted(int(r) for r in d["resolution"].unique())
+            rows = []
+            for impl in dict.fromkeys(d["impl"]):
+                s = d[d["impl"] == impl]
+                cells = []
+                for r in res:
+                    hit = s[s["resolution"] == r]
+                    if hit.empty:
+                        cells.append("")
+                    elif hit.iloc[0]["status"] != "ok":
+                        cells.append(notes.cell(hit.iloc[0]["status"]))
+                    else:
+                        share_at = hit.iloc[0]["share"]
+                        cells.append(f"{100 * share_at:.0f}%" if np.isfinite(share_at) else "–")
+                rows.append([impl_title(named, impl)] + cells + [found[(model, batch, dtype, p, impl)].text])
+            lines += [f"{model}, B={int(batch)}, {dtype}, {PASS_TITLES.get(p, p)}:", "",
+                      md_table(["implementation"] + [f"{r} px" for r in res] + ["attention > rest from"], rows), ""]
+            if notes.reasons:
+                lines += [notes.render(), ""]
+    return Section(lines, figures)
 
 
 def _rate_table(g: pd.DataFrame, ok: pd.DataFrame, kind: str, yardstick: float | None, what: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fastvit.report.facts import GROUP, OP_ORDER, SETTING
+from fastvit.report.facts import ATTENTION_IMPL, FAMILY_TITLES, GROUP, NO_ATTENTION, OP_ORDER, OWN_LIBRARY, SETTING
 
 
 # -- numbers and units ------------------------------------------------------------------------------
@@ -89,11 +89,20 @@ class Notes:
         return "\n".join(f"[{i + 1}] {kind}: {r}  " for i, (kind, r) in enumerate(self.reasons))
 
 
+def has_tokens(g: pd.DataFrame) -> bool:
+    """Whether every row of ``g`` has a token count N (a global-attention model or an op); otherwise
+    (Swin, PiT, CNNs) its sizes are plotted and fitted against the resolution. Where some rows were
+    timed, only those count (a configuration refused before its model was built may lack N)."""
+    timed = g[g["status"] == "ok"]
+    rows = timed if len(timed) else g
+    return bool(len(rows)) and bool(rows["tokens"].notna().all())
+
+
 def res_header(g: pd.DataFrame) -> tuple[list[int], list[str]]:
-    """The resolutions of ``g`` in order, and a column heading for each (with its tokens N)."""
-    sizes = g[["resolution", "tokens"]].drop_duplicates().sort_values("resolution")
-    res = [int(r) for r in sizes["resolution"]]
-    return res, [f"{int(r)} px (N={int(n):,})" for r, n in zip(sizes["resolution"], sizes["tokens"])]
+    """The resolutions of ``g`` in order, and a column heading for each (with its tokens N where known)."""
+    res = sorted(int(r) for r in g["resolution"].dropna().unique())
+    tokens = g.dropna(subset=["tokens"]).groupby("resolution")["tokens"].first()
+    return res, [f"{r} px (N={int(tokens[r]):,})" if r in tokens.index else f"{r} px" for r in res]
 
 
 def impls(g: pd.DataFrame, require_ok: bool = False) -> list[str]:
@@ -102,6 +111,16 @@ def impls(g: pd.DataFrame, require_ok: bool = False) -> list[str]:
     if require_ok:
         names = [n for n in names if (g[(g["impl"] == n)]["status"] == "ok").any()]
     return names
+
+
+def impl_title(g: pd.DataFrame, impl: str) -> str:
+    """``impl`` as tables and legends name it: a peer library followed by the attention it ran,
+    "timm (sdpa)"; fastvit's backends (and models without attention) as they are."""
+    rows = g[g["impl"] == impl]
+    if rows.empty or (rows["library"] == OWN_LIBRARY).all():
+        return impl
+    ran = [a for a in dict.fromkeys(rows[ATTENTION_IMPL].dropna()) if a != NO_ATTENTION]
+    return f"{impl} ({'/'.join(ran)})" if ran else impl
 
 
 def pivot_table(g: pd.DataFrame, cell, notes: Notes, require_ok: bool = False) -> str:
@@ -117,7 +136,7 @@ def pivot_table(g: pd.DataFrame, cell, notes: Notes, require_ok: bool = False) -
                 continue
             row = hit.iloc[-1]
             cells.append(cell(row) if row["status"] == "ok" else notes.cell(row["status"]))
-        rows.append([impl] + cells)
+        rows.append([impl_title(g, impl)] + cells)
     return md_table(["backend"] + header, rows)
 
 
@@ -129,9 +148,13 @@ def op_rank(op) -> int:
 
 def groups(df: pd.DataFrame):
     """(key, rows) per distinct value of the GROUP columns, in report order: op, fwd before train,
-    then model, dtype and batch."""
+    then model (by family, then name), dtype and batch."""
     keys = df[GROUP].drop_duplicates().to_dict("records")
-    keys.sort(key=lambda k: (op_rank(k["op"]), k["pass"] != "fwd", str(k["model"]), str(k["dtype"]), k["batch"]))
+    order = list(FAMILY_TITLES)
+    named = df.dropna(subset=["family"])
+    family = {m: order.index(f) if f in order else len(order) for m, f in zip(named["model"], named["family"])}
+    keys.sort(key=lambda k: (op_rank(k["op"]), k["pass"] != "fwd", family.get(k["model"], -1), str(k["model"]),
+                             str(k["dtype"]), k["batch"]))
     for key in keys:
         yield key, select(df, key)
 
@@ -147,11 +170,12 @@ def one_setting(df: pd.DataFrame) -> bool:
     return len(df[SETTING].drop_duplicates()) == 1
 
 
-def fig_name(key: dict, unique: bool) -> str:
-    """The figure file of a group: ``<op>_<pass>.png``, suffixed with model, dtype and batch unless ``unique``."""
-    name = f"{key['op']}_{key['pass']}"
+def fig_name(key: dict, unique: bool, stem: str | None = None) -> str:
+    """The figure file of a group: ``<op>_<pass>.png`` (or ``<stem>_<pass>.png``), suffixed with the
+    key's model, dtype and batch unless ``unique``."""
+    name = f"{stem or key['op']}_{key['pass']}"
     if not unique:
-        name += f"_{key['model']}_{key['dtype']}_b{key['batch']}"
+        name += "".join(f"_{key[c]}" for c in ("model", "dtype") if c in key) + f"_b{int(key['batch'])}"
     return name + ".png"
 
 
