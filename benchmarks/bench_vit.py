@@ -67,8 +67,10 @@ def make_case(settings, model_name: str, source: tuple, vit_norm: str, vit_patch
     extra = dict(tokens=tokens, norm_backend=vit_norm if library == "fastvit" else None,
                  patch_backend=vit_patch if library == "fastvit" else None)
     if cfg is not None:
-        extra.update(patch_size=cfg.patch_size, heads=getattr(cfg, "num_heads", None),
-                     depth=getattr(cfg, "depth", None))
+        extra.update(patch_size=cfg.patch_size)
+        for field, value in (("heads", getattr(cfg, "num_heads", None)), ("depth", getattr(cfg, "depth", None))):
+            if isinstance(value, int):  # one value for the whole model (hierarchical models have one per stage)
+                extra[field] = value
     fields = _fields(settings, model_name, family, library, resolution, pass_name, dtype_name, params, **extra)
     label = impl if library == "fastvit" else library
 

@@ -34,7 +34,7 @@ def model_flops(build: Callable[[], torch.nn.Module], images_shape: tuple, pass_
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        model = build().eval()
+        model = build().eval().requires_grad_(False)  # no autograd bookkeeping for the counter's hooks
         images = torch.empty(images_shape)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(images)
