@@ -17,7 +17,7 @@ class Workload:
     fn: Callable[[], Any]
     reset: Callable[[], None] | None = None
     info: dict = field(default_factory=dict)  # extra row fields known only once built (sdpa_kernel)
-    share: Callable[[], float | None] | None = None  # attention's share of fn's time, measured in a run of its own
+    share: Callable[[int], float | None] | None = None  # attention's share of fn's time: share(runs), runs of its own
 
 
 def workload(call: Callable[[], Any], *, train: bool, leaves: Iterable[torch.Tensor] = (), grads=None,
@@ -54,7 +54,7 @@ def workload(call: Callable[[], Any], *, train: bool, leaves: Iterable[torch.Ten
 
 def _with_share(work: Workload, device) -> Workload:
     if device is not None:
-        work.share = lambda: attention_share(work.fn, device, work.reset)
+        work.share = lambda runs: attention_share(work.fn, device, work.reset, repeats=runs)
     return work
 
 
