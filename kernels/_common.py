@@ -1,6 +1,7 @@
 """Helpers shared by the kernels' launchers: where a kernel may run, input validation, the autotuning
-search spaces (as data, one entry per kernel in SPACES), the device guard, and the two hooks the
-GPU-readiness audit (kernels.audit) and the CUDA tests use: recorded CPU launches and pinned configs.
+search spaces (as data, one entry per kernel in SPACES), the device guard, the namespace of the
+kernels' PyTorch custom ops, and the two hooks the GPU-readiness audit (kernels.audit) and the CUDA
+tests use: recorded CPU launches and pinned configs.
 """
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ import os
 
 import torch
 import triton
+from torch.utils import _python_dispatch
 
 
 def interpreter_enabled() -> bool:
     """True when Triton's CPU interpreter is switched on (TRITON_INTERPRET set before import)."""
     return os.environ.get("TRITON_INTERPRET", "0").lower() not in ("", "0", "false", "no")
 
+
+# Every kernel is a PyTorch custom op (torch.library.custom_op) in this namespace, forward and
+# backward: torch.compile and torch.export see one opaque op with a fake (shape-only) implementation
+# and an autograd formula, e.g. torch.ops.fastvit_kernels.flash_attn_fwd (see ``tracing``).
+NAMESPACE = "fastvit_kernels"
 
 AUTOTUNE_ENV = "FASTVIT_AUTOTUNE"
 MODES = ("off", "on", "full")
@@ -113,7 +120,8 @@ def runnable_on(device: torch.device | str) -> tuple[bool, str]:
 
 
 def check_inputs(op: str, tensors: dict[str, torch.Tensor], dtypes=(torch.float16, torch.bfloat16, torch.float32)):
-    """Validate that the named tensors share one device Triton can use and one supported dtype."""
+    """Validate that the named tensors share one device and have supported dtypes (the public
+    functions call it; it reads no environment, so torch.compile traces it)."""
     first_name, first = next(iter(tensors.items()))
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
@@ -124,7 +132,22 @@ def check_inputs(op: str, tensors: dict[str, torch.Tensor], dtypes=(torch.float1
         if t.dtype not in dtypes:
             raise TypeError(f"{op}: {name} has dtype {t.dtype}; supported: "
                             + ", ".join(str(d) for d in dtypes))
-    ok, reason = runnable_on(first.device)
+
+
+def tracing() -> bool:
+    """True while a graph is traced -- torch.compile, torch.export, or any tracer running a dispatch
+    mode (make_fx, fake tensors): the public functions then call their custom ops, which the tracer
+    records as opaque ops with fake implementations. Eagerly they apply an autograd.Function around
+    the same implementations, setup and backward, without the custom-op dispatcher's cost (about
+    10 us per call on CPU, forward with gradients)."""
+    return torch.compiler.is_compiling() or _python_dispatch._get_current_dispatch_mode() is not None
+
+
+def require_runnable(op: str, t: torch.Tensor) -> None:
+    """ValueError unless Triton kernels can run on ``t``'s device here. Called by the forward
+    implementations, so that it runs when a kernel is about to launch (eagerly, or when a compiled
+    or exported graph runs), never while a graph is traced."""
+    ok, reason = runnable_on(t.device)
     if not ok:
         raise ValueError(f"{op}: {reason}")
 

@@ -29,9 +29,16 @@ launcher asks PyTorch), each gradient in its input's dtype. Weight and bias are 
 (the usual mixed-precision setup keeps fp32 master parameters). Hidden sizes up to 65536. Launches
 run with the inputs' CUDA device current.
 
+PyTorch custom ops (namespace ``fastvit_kernels``): ``layer_norm_fwd`` (x, residual?, weight, bias?,
+eps, y_dtype) -> (y, s, mean, rstd) with s empty without a residual, and ``layer_norm_bwd``; each has
+a fake implementation and the forward its autograd formula, so torch.compile sees one opaque op per
+pass (no graph break) and torch.export records it. Mixed dtypes, a missing residual or bias and eps
+all go through the schema. Eagerly ``LayerNormFn`` runs the same implementations, setup and backward
+without the dispatcher (kernels._common.tracing).
+
 Known limits: the whole row lives in registers, so very large hidden sizes (> ~16k) spill on GPU;
 no RMSNorm, no dropout. Block sizes are a heuristic of the hidden size (not autotuned); every one a
-ViT launches compiles for sm_90 and sm_80 without spills (``python -m kernels.audit``). Verified on
+ViT or Swin launches compiles for sm_90 and sm_80 without spills (``python -m kernels.audit``). Verified on
 CPU through Triton's interpreter in fp32, fp16 and mixed fp16 / fp32 under ``torch.autocast``; bf16
 only on GPU: the kernels use no tl.dot, but Triton 3.9's interpreter rounds fp32 -> bf16 toward zero
 (the GPU rounds to nearest even), so its bf16 outputs carry up to one ulp of error, twice what the
@@ -39,14 +46,13 @@ kernel does on GPU. No GPU performance numbers are claimed.
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
-from kernels._common import check_inputs, device_guard, interpreter_enabled
+from kernels._common import NAMESPACE, check_inputs, device_guard, interpreter_enabled, require_runnable, tracing
 
 MAX_HIDDEN = 65536
 
@@ -228,7 +234,7 @@ def _validate(op: str, x, residual, weight, bias) -> None:
     if residual is not None:
         if residual.shape != x.shape:
             raise ValueError(f"{op}: residual shape {tuple(residual.shape)} differs from x shape {tuple(x.shape)}")
-        normalized = torch.result_type(x, residual)
+        normalized = torch.promote_types(x.dtype, residual.dtype)
     for name, p in (("weight", weight), ("bias", bias)):
         if p is None:
             continue
@@ -239,11 +245,17 @@ def _validate(op: str, x, residual, weight, bias) -> None:
             raise TypeError(f"{op}: {name} dtype {p.dtype} must be {what} ({normalized}) or torch.float32")
 
 
-@functools.lru_cache(maxsize=None)
+_AUTOCAST_NORM_DTYPES: dict[tuple, torch.dtype] = {}
+
+
+@torch.compiler.assume_constant_result  # a constant of any compiled graph: traced, the probe would break it
 def _autocast_layer_norm_dtype(device_type: str, autocast_dtype: torch.dtype, dtype: torch.dtype) -> torch.dtype:
-    probe = torch.zeros(1, 1, device=device_type, dtype=dtype)
-    with torch.autocast(device_type, dtype=autocast_dtype):
-        return F.layer_norm(probe, (1,)).dtype
+    key = (device_type, autocast_dtype, dtype)
+    if key not in _AUTOCAST_NORM_DTYPES:
+        probe = torch.zeros(1, 1, device=device_type, dtype=dtype)
+        with torch.autocast(device_type, dtype=autocast_dtype):
+            _AUTOCAST_NORM_DTYPES[key] = F.layer_norm(probe, (1,)).dtype
+    return _AUTOCAST_NORM_DTYPES[key]
 
 
 def _norm_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.dtype:
@@ -257,9 +269,8 @@ def _norm_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.dtype:
 
 
 def _layer_norm_fwd(x, residual, weight, bias, eps: float, y_dtype: torch.dtype):
-    """Returns (y, s, mean, rstd, x2): y shaped like x in ``y_dtype``, s = x + residual shaped like x
-    in their promoted dtype (None without a residual) and x2, the (M, D) rows of x the kernel read
-    (a view of x, or its one copy), to save for the backward."""
+    """Returns (y, s, mean, rstd): y shaped like x in ``y_dtype``, s = x + residual shaped like x in
+    their promoted dtype (None without a residual), and the fp32 per-row statistics."""
     D = x.shape[-1]
     x2 = _rows(x, D)
     M = x2.shape[0]
@@ -273,7 +284,7 @@ def _layer_norm_fwd(x, residual, weight, bias, eps: float, y_dtype: torch.dtype)
         s = torch.empty(x.shape, device=x.device, dtype=torch.result_type(x, residual))
         s2 = s.view(-1, D)
     if M == 0:
-        return y, s, mean, rstd, x2
+        return y, s, mean, rstd
     block_m, block_d, num_warps = _config(D, _FWD_TILE)
     weight = weight.contiguous()
     bias_c = bias.contiguous() if bias is not None else weight  # dummy pointer when HAS_BIAS=False
@@ -285,7 +296,7 @@ def _layer_norm_fwd(x, residual, weight, bias, eps: float, y_dtype: torch.dtype)
             HAS_RESIDUAL=residual is not None, HAS_BIAS=bias is not None,
             BLOCK_M=block_m, BLOCK_D=block_d, num_warps=num_warps,
         )
-    return y, s, mean, rstd, x2
+    return y, s, mean, rstd
 
 
 def _layer_norm_bwd(dy, ds_in, s, weight, mean, rstd, has_bias: bool, dx_dtype: torch.dtype, dres_dtype=None):
@@ -320,50 +331,100 @@ def _layer_norm_bwd(dy, ds_in, s, weight, mean, rstd, has_bias: bool, dx_dtype: 
 
 
 # ------------------------------------------------------------------------------------------------
-# autograd
+# Custom ops (traced) and the autograd.Function (eager) around the same implementations
 # ------------------------------------------------------------------------------------------------
+def _fwd_impl(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor | None,
+              eps: float, y_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, s, mean, rstd): s = x + residual, or an empty tensor without a residual (s is x then)."""
+    require_runnable("layer_norm", x)
+    y, s, mean, rstd = _layer_norm_fwd(x, residual, weight, bias, eps, y_dtype)
+    return y, (s if s is not None else x.new_empty(0)), mean, rstd
+
+
+def _bwd_impl(dy: torch.Tensor | None, ds: torch.Tensor | None, s: torch.Tensor, weight: torch.Tensor,
+              mean: torch.Tensor, rstd: torch.Tensor, has_bias: bool, dx_dtype: torch.dtype, dres_dtype: torch.dtype,
+              store_dres: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dres, dweight, dbias): dres (in ``dres_dtype``) empty unless ``store_dres``, dweight and
+    dbias fp32, dbias empty without a bias. ``dy`` / ``ds``: None where no gradient reached y / s."""
+    dx, dres, dweight, dbias = _layer_norm_bwd(dy, ds, s, weight, mean, rstd, has_bias, dx_dtype,
+                                               dres_dtype if store_dres else None)
+    empty = s.new_empty(0)
+    return dx, (dres if dres is not None else empty), dweight, (dbias if dbias is not None else empty.float())
+
+
+layer_norm_fwd = torch.library.custom_op(f"{NAMESPACE}::layer_norm_fwd", mutates_args=())(_fwd_impl)
+layer_norm_bwd = torch.library.custom_op(f"{NAMESPACE}::layer_norm_bwd", mutates_args=())(_bwd_impl)
+
+
+@layer_norm_fwd.register_fake
+def _(x, residual, weight, bias, eps, y_dtype):
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    s = x.new_empty(x.shape, dtype=torch.promote_types(x.dtype, residual.dtype)) if residual is not None \
+        else x.new_empty(0)
+    stats = x.new_empty((rows,), dtype=torch.float32)
+    return x.new_empty(x.shape, dtype=y_dtype), s, stats, torch.empty_like(stats)
+
+
+@layer_norm_bwd.register_fake
+def _(dy, ds, s, weight, mean, rstd, has_bias, dx_dtype, dres_dtype, store_dres):
+    D = s.shape[-1]
+    dres = s.new_empty(s.shape, dtype=dres_dtype) if store_dres else s.new_empty(0)
+    dbias = s.new_empty((D,), dtype=torch.float32) if has_bias else s.new_empty(0, dtype=torch.float32)
+    return s.new_empty(s.shape, dtype=dx_dtype), dres, s.new_empty((D,), dtype=torch.float32), dbias
+
+
+def _setup_context(ctx, inputs, output):
+    x, residual, weight, bias, eps, y_dtype = inputs
+    y, s, mean, rstd = output
+    ctx.mark_non_differentiable(mean, rstd)
+    if residual is None:
+        ctx.mark_non_differentiable(s)  # the empty placeholder
+    ctx.set_materialize_grads(False)  # a caller that drops y or s sends None: no zeros to read
+    ctx.save_for_backward(x if residual is None else s, weight, mean, rstd)
+    ctx.has_residual, ctx.has_bias = residual is not None, bias is not None
+    ctx.dtypes = (x.dtype, residual.dtype if residual is not None else x.dtype, weight.dtype,
+                  bias.dtype if bias is not None else None)
+
+
+def _backward(ctx, dy, ds, _dmean, _drstd, bwd=layer_norm_bwd):
+    """The autograd formula: ``bwd`` is the backward custom op (what a traced backward records); the
+    eager LayerNormFn passes its implementation."""
+    s, weight, mean, rstd = ctx.saved_tensors
+    x_dtype, res_dtype, w_dtype, b_dtype = ctx.dtypes
+    need_x, need_res = ctx.needs_input_grad[:2]
+    if not ctx.has_residual:
+        need_res, ds = False, None
+    # dx = dresidual = ds, each in its input's dtype; the kernel writes the first buffer always.
+    dx, dres, dw, db = bwd(dy, ds, s, weight, mean, rstd, ctx.has_bias,
+                           x_dtype if need_x or not need_res else res_dtype, res_dtype, need_x and need_res)
+    if not need_x:
+        dx, dres = None, (dx if need_res else None)
+    elif not need_res:
+        dres = None
+    db = db.to(b_dtype) if ctx.has_bias else None
+    return dx, dres, dw.to(w_dtype), db, None, None
+
+
+layer_norm_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
 class LayerNormFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, eps, y_dtype):
-        y, _, mean, rstd, x2 = _layer_norm_fwd(x, None, weight, bias, eps, y_dtype)
-        ctx.save_for_backward(x2, weight, mean, rstd)
-        ctx.x_shape = x.shape
-        ctx.has_bias = bias is not None
-        ctx.param_dtypes = (weight.dtype, bias.dtype if bias is not None else None)
-        return y
+    """The eager path: the custom op's implementation, setup and backward, without its dispatcher."""
 
-    @staticmethod
-    def backward(ctx, dy):
-        x2, weight, mean, rstd = ctx.saved_tensors
-        dx, _, dw, db = _layer_norm_bwd(dy.reshape(x2.shape), None, x2, weight, mean, rstd, ctx.has_bias,
-                                        dx_dtype=x2.dtype)
-        db = db.to(ctx.param_dtypes[1]) if db is not None else None
-        return dx.view(ctx.x_shape), dw.to(ctx.param_dtypes[0]), db, None, None
-
-
-class AddLayerNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, residual, weight, bias, eps, y_dtype):
-        y, s, mean, rstd, _ = _layer_norm_fwd(x, residual, weight, bias, eps, y_dtype)
-        ctx.save_for_backward(s, weight, mean, rstd)
-        ctx.set_materialize_grads(False)  # a caller that drops y or s sends None: no zeros to read
-        ctx.has_bias = bias is not None
-        ctx.dtypes = (x.dtype, residual.dtype, weight.dtype, bias.dtype if bias is not None else None)
-        return y, s
+        output = _fwd_impl(x, residual, weight, bias, eps, y_dtype)
+        _setup_context(ctx, (x, residual, weight, bias, eps, y_dtype), output)
+        return output
 
     @staticmethod
-    def backward(ctx, dy, ds):
-        s, weight, mean, rstd = ctx.saved_tensors
-        x_dtype, res_dtype, w_dtype, b_dtype = ctx.dtypes
-        need_x, need_res = ctx.needs_input_grad[:2]
-        # dx = dresidual = ds, each in its input's dtype; the kernel writes the first buffer always.
-        dx, dres, dw, db = _layer_norm_bwd(dy, ds, s, weight, mean, rstd, ctx.has_bias,
-                                           dx_dtype=x_dtype if need_x or not need_res else res_dtype,
-                                           dres_dtype=res_dtype if need_x and need_res else None)
-        if not need_x:
-            dx, dres = None, dx if need_res else None
-        db = db.to(b_dtype) if db is not None else None
-        return dx, dres, dw.to(w_dtype), db, None, None
+    @once_differentiable
+    def backward(ctx, dy, ds, dmean, drstd):
+        return _backward(ctx, dy, ds, dmean, drstd, bwd=_bwd_impl)
+
+
+def _forward(*args):
+    return (layer_norm_fwd if tracing() else LayerNormFn.apply)(*args)
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-6) -> torch.Tensor:
@@ -381,7 +442,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         x's, or fp32 under a ``torch.autocast`` that runs layer_norm in fp32 (CUDA's does).
     """
     _validate("layer_norm", x, None, weight, bias)
-    return LayerNormFn.apply(x, weight, bias, float(eps), _norm_dtype(x, x.dtype))
+    return _forward(x, None, weight, bias, float(eps), _norm_dtype(x, x.dtype))[0]
 
 
 def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -405,7 +466,9 @@ def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor
         residual stream) are added to those from y; x and residual get theirs in their own dtypes.
     """
     _validate("add_layer_norm", x, residual, weight, bias)
-    return AddLayerNormFn.apply(x, residual, weight, bias, float(eps), _norm_dtype(x, torch.result_type(x, residual)))
+    s_dtype = torch.promote_types(x.dtype, residual.dtype)  # torch.result_type, which dynamo cannot trace
+    y, s, _, _ = _forward(x, residual, weight, bias, float(eps), _norm_dtype(x, s_dtype))
+    return y, s
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,22 +1,24 @@
-"""Fused ViT patch embedding in Triton: patchify + GEMM + bias + CLS token + position embedding.
+"""Fused ViT patch embedding in Triton: patchify + GEMM + bias + prefix tokens + position embedding.
 
-``patch_embed(images, weight, bias, pos_embed, cls_token)`` computes what timm's
-``Conv2d(stride=P) -> flatten(2).transpose(1, 2) -> cat(cls) -> + pos_embed`` computes, in one kernel
-that writes the (B, 1 + N, E) tokens once:
+``patch_embed(images, weight, bias, pos_embed, prefix)`` computes what timm's
+``Conv2d(stride=P) -> flatten(2).transpose(1, 2) -> cat(prefix) -> + pos_embed`` computes, in one
+kernel that writes the (B, T + N, E) tokens once. ``prefix`` holds the T >= 1 rows put before the
+patches: ViT's CLS token (T = 1), DeiT's CLS and distillation tokens (T = 2).
 
-* Patchify by strided gathers: output row ``m`` is token ``t = m % (1 + N)`` of image
-  ``b = m // (1 + N)``; token ``t >= 1`` is patch ``(i, j) = divmod(t - 1, Nw)``, and reduction index
+* Patchify by strided gathers: output row ``m`` is token ``t = m % (T + N)`` of image
+  ``b = m // (T + N)``; token ``t >= T`` is patch ``(i, j) = divmod(t - T, Nw)``, and reduction index
   ``k = (c, p1, p2)`` (K = C * P * P, the Conv2d weight's own order) reads
   ``images[b, c, i * P + p1, j * P + p2]`` straight from the image through its strides -- no unfold
   copy, any image strides (a crop view works).
 * A tl.dot GEMM tiled over (B * (1 + N) rows, E cols) with K in BLOCK_K steps, masked tails (K = 768
   for C=3 P=16, 588 for P=14, 3 for C=1 P=1), fp32 accumulation; fp32 inputs use
   ``input_precision="ieee"`` (true fp32, not TF32).
-* Epilogue: ``+ pos_embed[0, t]`` for every row, ``+ bias`` for patch rows, ``+ cls_token`` for the
-  CLS rows (t = 0), whose GEMM operand is masked to zero: the CLS rows come out of the same kernel
-  and the output is written in one contiguous sweep.
+* Epilogue: ``+ pos_embed[0, t]`` for every row, ``+ bias`` for patch rows, ``+ prefix[0, t]`` for
+  the prefix rows (t < T), whose GEMM operand is masked to zero: the prefix rows come out of the same
+  kernel and the output is written in one contiguous sweep.
 
-Backward (``PatchEmbedFn``), with dT = dtokens[:, 1:] viewed as (B * N, E):
+Backward, with dT = dtokens[:, T:] viewed as (B * N, E) (T a constexpr of the two backward kernels:
+one compile each for ViT's 1 and DeiT's 2, the row offset folded as it always was for T = 1):
 
 * Triton: ``d_weight = dT^T @ patches`` (``_patch_embed_bwd_dweight_kernel``, patches gathered from
   the image as in the forward; the B * N reduction is split into row ranges whose fp32 partials
@@ -24,15 +26,22 @@ Backward (``PatchEmbedFn``), with dT = dtokens[:, 1:] viewed as (B * N, E):
   ``d_images = dT @ W`` scattered back into image layout (``_patch_embed_bwd_dimages_kernel``; patches
   do not overlap, so every pixel is written by exactly one program: no atomics).
 * torch reductions: ``d_bias = dT.sum`` over tokens and batch, ``d_pos_embed = dtokens.sum(0)``,
-  ``d_cls_token = dtokens[:, 0].sum(0)`` (all in fp32, cast to the parameter dtype).
+  ``d_prefix = dtokens[:, :T].sum(0)`` (all in fp32, cast to the parameter dtype).
 
 Dtypes: fp16, bf16 or fp32, one dtype for all inputs, fp32 accumulation, output in that dtype.
 Block sizes are autotuned on GPU over FASTVIT_AUTOTUNE's space, two families of tiles, and the
 pruning gives a launch its dtype's: tensor-core tiles with a 32- or 64-wide reduction step for fp16 /
 bf16 (wgmma on Hopper), and for fp32, whose IEEE dots run as FMAs with both operands in registers,
 tiles with a reduction step of 8 or 16. Every tile of the default space compiles for sm_90 and sm_80
-without spills or shared-memory overflow at patch sizes 14, 16 and 32 (``python -m kernels.audit``).
-Launches run with the inputs' CUDA device current.
+without spills or shared-memory overflow at patch sizes 14, 16 and 32, with one or two prefix rows
+(``python -m kernels.audit``). Launches run with the inputs' CUDA device current.
+
+PyTorch custom ops (namespace ``fastvit_kernels``): ``patch_embed_fwd`` (images, weight, bias?,
+pos_embed, prefix) -> tokens and ``patch_embed_bwd`` -> (d_images, d_weight), each with a fake
+implementation and the forward with its autograd formula (the reductions above in torch around the
+backward op), so torch.compile sees one opaque op per pass and torch.export records it. Eagerly
+``PatchEmbedFn`` runs the same implementations, setup and backward without the dispatcher
+(kernels._common.tracing).
 
 Known limits: square patches with stride = patch size (ViT's), images whose sides divide by P,
 pos_embed already at the image's grid (no interpolation here). Verified on CPU through Triton's
@@ -45,8 +54,10 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
-from kernels._common import autotune, by_precision, check_inputs, device_guard, interpreter_enabled
+from kernels._common import (NAMESPACE, autotune, by_precision, check_inputs, device_guard, interpreter_enabled,
+                             require_runnable, tracing)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -57,29 +68,29 @@ def _patch_embed_fwd_kernel(
     Img,  # (B, C, Hi, Wi) images, any strides
     W,  # (E, C, P, P) Conv2d weight, any strides
     Bias,  # (E,) bias, contiguous (read only when HAS_BIAS)
-    Pos,  # (1, 1 + N, E) position embedding, any strides
-    Cls,  # (1, 1, E) CLS token, any strides
-    Out,  # (B, 1 + N, E) tokens, contiguous
+    Pos,  # (1, T + N, E) position embedding, any strides
+    Prefix,  # (1, T, E) rows before the patches (CLS, distillation token), any strides
+    Out,  # (B, T + N, E) tokens, contiguous
     stride_ib, stride_ic, stride_ih, stride_iw,
     stride_we, stride_wc, stride_wh, stride_ww,
     stride_pn, stride_pe,
-    stride_ce,
+    stride_xn, stride_xe,
     stride_ob, stride_on, stride_oe,
-    B, N, Nw, E, K,
+    B, N, Nw, E, K, T,
     P: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
-    T = N + 1
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output rows over B * (1 + N)
+    L = T + N  # tokens per image
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output rows over B * (T + N)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # embedding columns
-    mask_m = rows < B * T
+    mask_m = rows < B * L
     mask_e = cols < E
-    b = (rows // T).to(tl.int64)
-    t = rows % T
-    is_patch = mask_m & (t > 0)
-    patch = tl.where(t > 0, t - 1, 0)
+    b = (rows // L).to(tl.int64)
+    t = rows % L
+    is_patch = mask_m & (t >= T)
+    patch = tl.where(t >= T, t - T, 0)
     pi = patch // Nw
     pj = patch % Nw
     row_off = b * stride_ib + (pi * P) * stride_ih + (pj * P) * stride_iw  # top-left pixel of the patch
@@ -104,12 +115,14 @@ def _patch_embed_fwd_kernel(
     mask = mask_m[:, None] & mask_e[None, :]
     pos = tl.load(Pos + t[:, None] * stride_pn + cols[None, :] * stride_pe, mask=mask, other=0.0)
     acc += pos.to(tl.float32)
-    cls = tl.load(Cls + cols * stride_ce, mask=mask_e, other=0.0).to(tl.float32)
+    is_prefix = mask_m & (t < T)
+    prefix = tl.load(Prefix + tl.where(t < T, t, 0)[:, None] * stride_xn + cols[None, :] * stride_xe,
+                     mask=is_prefix[:, None] & mask_e[None, :], other=0.0).to(tl.float32)  # (BLOCK_M, BLOCK_N)
     if HAS_BIAS:
         bias = tl.load(Bias + cols, mask=mask_e, other=0.0).to(tl.float32)
-        acc += tl.where((t > 0)[:, None], bias[None, :], cls[None, :])
+        acc += tl.where((t >= T)[:, None], bias[None, :], prefix)
     else:
-        acc += tl.where((t > 0)[:, None], 0.0, cls[None, :])
+        acc += prefix
     out_ptrs = Out + b[:, None] * stride_ob + t[:, None] * stride_on + cols[None, :] * stride_oe
     tl.store(out_ptrs, acc.to(Out.dtype.element_ty), mask=mask)
 
@@ -117,11 +130,12 @@ def _patch_embed_fwd_kernel(
 @triton.jit
 def _patch_embed_bwd_dweight_kernel(
     Img,  # (B, C, Hi, Wi) images, any strides
-    DOut,  # (B, 1 + N, E) gradient of the tokens, any strides (row 0, the CLS row, is skipped)
+    DOut,  # (B, T + N, E) gradient of the tokens, any strides (the T prefix rows are skipped)
     DWPart,  # (SPLIT, E, K) fp32 partial weight gradients, contiguous: one slice per row split
     stride_ib, stride_ic, stride_ih, stride_iw,
     stride_db, stride_dn, stride_de,
     B, N, Nw, E, K, rows_per_split,
+    T: tl.constexpr,  # prefix rows (1 or 2): a constant, as ViT's 1 always compiled
     P: tl.constexpr, IEEE: tl.constexpr,
     BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
@@ -148,7 +162,7 @@ def _patch_embed_bwd_dweight_kernel(
         row_off = b * stride_ib + ((n // Nw) * P) * stride_ih + ((n % Nw) * P) * stride_iw
         a = tl.load(Img + row_off[:, None] + k_off[None, :], mask=mask_r[:, None] & mask_k[None, :],
                     other=0.0)  # (BLOCK_R, BLOCK_K) patches
-        dt = tl.load(DOut + b[None, :] * stride_db + (n + 1)[None, :] * stride_dn + offs_e[:, None] * stride_de,
+        dt = tl.load(DOut + b[None, :] * stride_db + (n + T)[None, :] * stride_dn + offs_e[:, None] * stride_de,
                      mask=mask_e[:, None] & mask_r[None, :], other=0.0)  # (BLOCK_E, BLOCK_R) = dT^T tile
         if IEEE:
             acc += tl.dot(dt, a, input_precision="ieee")
@@ -160,13 +174,14 @@ def _patch_embed_bwd_dweight_kernel(
 
 @triton.jit
 def _patch_embed_bwd_dimages_kernel(
-    DOut,  # (B, 1 + N, E) gradient of the tokens, any strides (row 0, the CLS row, is skipped)
+    DOut,  # (B, T + N, E) gradient of the tokens, any strides (the T prefix rows are skipped)
     W,  # (E, C, P, P) Conv2d weight, any strides
     DImg,  # (B, C, Hi, Wi) image gradient, contiguous
     stride_db, stride_dn, stride_de,
     stride_we, stride_wc, stride_wh, stride_ww,
     stride_gb, stride_gc, stride_gh, stride_gw,
     B, N, Nw, E, K,
+    T: tl.constexpr,  # prefix rows (1 or 2): a constant, as ViT's 1 always compiled
     P: tl.constexpr, IEEE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
@@ -187,7 +202,7 @@ def _patch_embed_bwd_dimages_kernel(
     for e0 in range(0, E, BLOCK_E):
         e = e0 + tl.arange(0, BLOCK_E)
         mask_e = e < E
-        dt = tl.load(DOut + b[:, None] * stride_db + (n + 1)[:, None] * stride_dn + e[None, :] * stride_de,
+        dt = tl.load(DOut + b[:, None] * stride_db + (n + T)[:, None] * stride_dn + e[None, :] * stride_de,
                      mask=mask_r[:, None] & mask_e[None, :], other=0.0)  # (BLOCK_M, BLOCK_E)
         w = tl.load(W + e[:, None] * stride_we + w_k[None, :],
                     mask=mask_e[:, None] & mask_k[None, :], other=0.0)  # (BLOCK_E, BLOCK_K)
@@ -226,7 +241,7 @@ _TILES = {
     "fwd": dict(mma=[((128, 128, 32), 8, 3), ((128, 64, 32), 4, 4), ((64, 128, 32), 8, 4), ((64, 64, 32), 4, 3),
                      ((128, 128, 64), 8, 3)],
                 fp32=[((128, 64, 8), 8, 2), ((64, 128, 8), 8, 2), ((64, 64, 16), 4, 2), ((64, 64, 8), 4, 2)]),
-    "dweight": dict(mma=_MMA, fp32=[((128, 64, 8), 8, 2), ((128, 128, 8), 8, 2), ((64, 64, 16), 4, 2),
+    "dweight": dict(mma=_MMA, fp32=[((128, 64, 8), 4, 2), ((128, 128, 8), 8, 2), ((64, 64, 16), 4, 2),
                                     ((64, 128, 8), 4, 2)]),
     "dimages": dict(mma=_MMA, fp32=[((128, 64, 8), 8, 2), ((128, 128, 8), 8, 2), ((64, 64, 16), 8, 2),
                                     ((64, 128, 8), 4, 2)]),
@@ -247,7 +262,7 @@ def _tuned(fn, kernel: str):
     on, wide = _TILES[kernel], _WIDE
     fixed = family([(tuple(_INTERPRETER_META[kernel][n] for n in _NAMES[kernel]), 4, 2)])[0]
     return autotune(fn, off=fixed, on=family(on["mma"] + on["fp32"]), full=family(wide["mma"] + wide["fp32"]),
-                    key=["N", "E", "K", "P", "IEEE"],
+                    key=["N", "E", "K", "T", "P", "IEEE"],
                     prune=by_precision(family(on["mma"] + wide["mma"]), family(on["fp32"] + wide["fp32"]), fixed))
 
 
@@ -268,9 +283,8 @@ def _meta(kind: str) -> dict:
 # ------------------------------------------------------------------------------------------------
 # Launchers
 # ------------------------------------------------------------------------------------------------
-def _validate(images, weight, bias, pos_embed, cls_token) -> tuple[int, int, int]:
-    """Checks every input; returns (N, Nw, P)."""
-    tensors = {"images": images, "weight": weight, "pos_embed": pos_embed, "cls_token": cls_token}
+def _validate(images, weight, bias, pos_embed, prefix) -> None:
+    tensors = {"images": images, "weight": weight, "pos_embed": pos_embed, "prefix": prefix}
     if bias is not None:
         tensors["bias"] = bias
     check_inputs("patch_embed", tensors)
@@ -295,39 +309,45 @@ def _validate(images, weight, bias, pos_embed, cls_token) -> tuple[int, int, int
     N = Nh * Nw
     if bias is not None and tuple(bias.shape) != (E,):
         raise ValueError(f"patch_embed: bias must have shape ({E},), got {tuple(bias.shape)}")
+    if prefix.dim() != 3 or prefix.shape[0] != 1 or prefix.shape[1] < 1 or prefix.shape[2] != E:
+        raise ValueError(f"patch_embed: prefix must have shape (1, T, {E}) with T >= 1 rows (CLS, distillation "
+                         f"token), got {tuple(prefix.shape)}")
+    T = prefix.shape[1]
     if pos_embed.dim() != 3 or pos_embed.shape[0] != 1 or pos_embed.shape[2] != E:
-        raise ValueError(f"patch_embed: pos_embed must have shape (1, 1 + N, {E}), got {tuple(pos_embed.shape)}")
-    if pos_embed.shape[1] != 1 + N:
-        raise ValueError(f"patch_embed: pos_embed has {pos_embed.shape[1]} tokens but a {Nh}x{Nw} patch grid "
-                         f"needs 1 + {N} = {1 + N}; interpolate it to the grid first")
-    if tuple(cls_token.shape) != (1, 1, E):
-        raise ValueError(f"patch_embed: cls_token must have shape (1, 1, {E}), got {tuple(cls_token.shape)}")
-    return N, Nw, P
+        raise ValueError(f"patch_embed: pos_embed must have shape (1, T + N, {E}), got {tuple(pos_embed.shape)}")
+    if pos_embed.shape[1] != T + N:
+        raise ValueError(f"patch_embed: pos_embed has {pos_embed.shape[1]} tokens but {T} prefix rows and a "
+                         f"{Nh}x{Nw} patch grid need {T} + {N} = {T + N}; interpolate it to the grid first")
 
 
-def _patch_embed_fwd(images, weight, bias, pos_embed, cls_token, N: int, Nw: int, P: int):
-    B = images.shape[0]
-    E = weight.shape[0]
-    K = weight.shape[1] * P * P
-    out = torch.empty((B, 1 + N, E), device=images.device, dtype=images.dtype)
+def _geometry(images, weight) -> tuple[int, int, int, int]:
+    """(N, Nw, P, K): patches per image, patches per row, patch size, reduction length."""
+    P = weight.shape[-1]
+    Nw = images.shape[-1] // P
+    return (images.shape[-2] // P) * Nw, Nw, P, weight.shape[1] * P * P
+
+
+def _patch_embed_fwd(images, weight, bias, pos_embed, prefix):
+    N, Nw, P, K = _geometry(images, weight)
+    B, E, T = images.shape[0], weight.shape[0], prefix.shape[1]
+    out = torch.empty((B, T + N, E), device=images.device, dtype=images.dtype)
     if out.numel() == 0:
         return out
     bias_c = bias.contiguous() if bias is not None else out  # dummy pointer when HAS_BIAS=False
-    grid = lambda meta: (triton.cdiv(B * (1 + N), meta["BLOCK_M"]), triton.cdiv(E, meta["BLOCK_N"]))  # noqa: E731
+    grid = lambda meta: (triton.cdiv(B * (T + N), meta["BLOCK_M"]), triton.cdiv(E, meta["BLOCK_N"]))  # noqa: E731
     with device_guard(images):
         _fwd_kernel[grid](
-            images, weight, bias_c, pos_embed, cls_token, out,
-            *images.stride(), *weight.stride(), pos_embed.stride(1), pos_embed.stride(2), cls_token.stride(2),
-            *out.stride(), B, N, Nw, E, K,
+            images, weight, bias_c, pos_embed, prefix, out,
+            *images.stride(), *weight.stride(), pos_embed.stride(1), pos_embed.stride(2), prefix.stride(1),
+            prefix.stride(2), *out.stride(), B, N, Nw, E, K, T,
             P=P, HAS_BIAS=bias is not None, IEEE=images.dtype == torch.float32, **_meta("fwd"),
         )
     return out
 
 
-def _patch_embed_bwd(dout, images, weight, N: int, Nw: int, P: int, need_dimages: bool, need_dweight: bool):
-    B = images.shape[0]
-    E = weight.shape[0]
-    K = weight.shape[1] * P * P
+def _patch_embed_bwd(dout, images, weight, T: int, need_dimages: bool, need_dweight: bool):
+    N, Nw, P, K = _geometry(images, weight)
+    B, E = images.shape[0], weight.shape[0]
     ieee = images.dtype == torch.float32
     dimages = dweight = None
     if need_dweight:
@@ -341,7 +361,7 @@ def _patch_embed_bwd(dout, images, weight, N: int, Nw: int, P: int, need_dimages
             with device_guard(images):
                 _dweight_kernel[grid](
                     images, dout, part, *images.stride(), *dout.stride(), B, N, Nw, E, K, rows_per_split,
-                    P=P, IEEE=ieee, **_meta("dweight"),
+                    T=T, P=P, IEEE=ieee, **_meta("dweight"),
                 )
         dweight = part.sum(0).to(weight.dtype).view(weight.shape)
     if need_dimages:
@@ -351,63 +371,110 @@ def _patch_embed_bwd(dout, images, weight, N: int, Nw: int, P: int, need_dimages
             with device_guard(images):
                 _dimages_kernel[grid](
                     dout, weight, dimages, *dout.stride(), *weight.stride(), *dimages.stride(), B, N, Nw, E, K,
-                    P=P, IEEE=ieee, **_meta("dimages"),
+                    T=T, P=P, IEEE=ieee, **_meta("dimages"),
                 )
     return dimages, dweight
 
 
 # ------------------------------------------------------------------------------------------------
-# autograd
+# Custom ops (traced) and the autograd.Function (eager) around the same implementations
 # ------------------------------------------------------------------------------------------------
+def _fwd_impl(images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pos_embed: torch.Tensor,
+              prefix: torch.Tensor) -> torch.Tensor:
+    """The (B, T + N, E) tokens, contiguous."""
+    require_runnable("patch_embed", images)
+    return _patch_embed_fwd(images, weight, bias, pos_embed, prefix)
+
+
+def _bwd_impl(dout: torch.Tensor, images: torch.Tensor, weight: torch.Tensor, prefix_tokens: int,
+              need_dimages: bool, need_dweight: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d_images, d_weight) by the two GEMM kernels; each empty where it is not needed."""
+    dimages, dweight = _patch_embed_bwd(dout, images, weight, prefix_tokens, need_dimages, need_dweight)
+    return (dimages if dimages is not None else images.new_empty(0)), \
+        (dweight if dweight is not None else weight.new_empty(0))
+
+
+patch_embed_fwd = torch.library.custom_op(f"{NAMESPACE}::patch_embed_fwd", mutates_args=())(_fwd_impl)
+patch_embed_bwd = torch.library.custom_op(f"{NAMESPACE}::patch_embed_bwd", mutates_args=())(_bwd_impl)
+
+
+@patch_embed_fwd.register_fake
+def _(images, weight, bias, pos_embed, prefix):
+    N = _geometry(images, weight)[0]
+    return images.new_empty((images.shape[0], prefix.shape[1] + N, weight.shape[0]))
+
+
+@patch_embed_bwd.register_fake
+def _(dout, images, weight, prefix_tokens, need_dimages, need_dweight):
+    return (images.new_empty(images.shape) if need_dimages else images.new_empty(0)), \
+        (weight.new_empty(weight.shape) if need_dweight else weight.new_empty(0))
+
+
+def _setup_context(ctx, inputs, output):
+    images, weight, bias, pos_embed, prefix = inputs
+    ctx.save_for_backward(images, weight)
+    ctx.prefix_tokens, ctx.has_bias = prefix.shape[1], bias is not None
+
+
+def _backward(ctx, dout, bwd=patch_embed_bwd):
+    """The autograd formula: ``bwd`` is the backward custom op (what a traced backward records); the
+    eager PatchEmbedFn passes its implementation."""
+    images, weight = ctx.saved_tensors
+    T, need = ctx.prefix_tokens, ctx.needs_input_grad  # images, weight, bias, pos_embed, prefix
+    # Triton GEMMs: d_images = dT @ W (scattered to pixels), d_weight = dT^T @ patches.
+    dimages, dweight = bwd(dout, images, weight, T, need[0], need[1])
+    # torch reductions over batch (and tokens), accumulated in fp32.
+    d32 = dout.float()
+    dbias = d32[:, T:].sum((0, 1)).to(dout.dtype) if ctx.has_bias and need[2] else None
+    dpos = d32.sum(0, keepdim=True).to(dout.dtype) if need[3] else None
+    dprefix = d32[:, :T].sum(0, keepdim=True).to(dout.dtype) if need[4] else None
+    return (dimages if need[0] else None), (dweight if need[1] else None), dbias, dpos, dprefix
+
+
+patch_embed_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
 class PatchEmbedFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, images, weight, bias, pos_embed, cls_token, N, Nw, P):
-        out = _patch_embed_fwd(images, weight, bias, pos_embed, cls_token, N, Nw, P)
-        ctx.save_for_backward(images, weight)
-        ctx.grid = (N, Nw, P)
-        ctx.has_bias = bias is not None
-        return out
+    """The eager path: the custom op's implementation, setup and backward, without its dispatcher."""
 
     @staticmethod
+    def forward(ctx, images, weight, bias, pos_embed, prefix):
+        output = _fwd_impl(images, weight, bias, pos_embed, prefix)
+        _setup_context(ctx, (images, weight, bias, pos_embed, prefix), output)
+        return output
+
+    @staticmethod
+    @once_differentiable
     def backward(ctx, dout):
-        images, weight = ctx.saved_tensors
-        N, Nw, P = ctx.grid
-        need = ctx.needs_input_grad
-        # Triton GEMMs: d_images = dT @ W (scattered to pixels), d_weight = dT^T @ patches.
-        dimages, dweight = _patch_embed_bwd(dout, images, weight, N, Nw, P, need[0], need[1])
-        # torch reductions over batch (and tokens), accumulated in fp32.
-        d32 = dout.float()
-        dbias = d32[:, 1:].sum((0, 1)).to(dout.dtype) if ctx.has_bias and need[2] else None
-        dpos = d32.sum(0, keepdim=True).to(dout.dtype) if need[3] else None
-        dcls = d32[:, :1].sum(0, keepdim=True).to(dout.dtype) if need[4] else None
-        return dimages, dweight, dbias, dpos, dcls, None, None, None
+        return _backward(ctx, dout, bwd=_bwd_impl)
 
 
 def patch_embed(images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pos_embed: torch.Tensor,
-                cls_token: torch.Tensor) -> torch.Tensor:
-    """ViT patch embedding in one Triton kernel: patchify, project, add bias, prepend CLS, add pos_embed.
+                prefix: torch.Tensor) -> torch.Tensor:
+    """ViT patch embedding in one Triton kernel: patchify, project, add bias, prepend the prefix rows,
+    add pos_embed.
 
     Args:
         images: (B, C, Hi, Wi), Hi and Wi divisible by P; any strides (crop views need no copy).
         weight: (E, C, P, P) Conv2d weight (kernel = stride = P).
         bias: (E,) or None.
-        pos_embed: (1, 1 + (Hi / P) * (Wi / P), E), already at this image's grid.
-        cls_token: (1, 1, E).
+        pos_embed: (1, T + (Hi / P) * (Wi / P), E), already at this image's grid.
+        prefix: (1, T, E), T >= 1: the rows before the patches (the CLS token; DeiT adds its
+            distillation token).
 
         All fp16, bf16 or fp32 in one dtype, on one CUDA device (or CPU under Triton's interpreter).
 
     Returns:
-        (B, 1 + N, E) contiguous tokens in the inputs' dtype; row 0 is cls_token + pos_embed[:, 0].
+        (B, T + N, E) contiguous tokens in the inputs' dtype; row t < T is prefix[0, t] + pos_embed[0, t].
         Differentiable in every tensor argument.
     """
-    N, Nw, P = _validate(images, weight, bias, pos_embed, cls_token)
-    return PatchEmbedFn.apply(images, weight, bias, pos_embed, cls_token, N, Nw, P)
+    _validate(images, weight, bias, pos_embed, prefix)
+    return (patch_embed_fwd if tracing() else PatchEmbedFn.apply)(images, weight, bias, pos_embed, prefix)
 
 
 def patch_embed_ref(images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pos_embed: torch.Tensor,
-                    cls_token: torch.Tensor) -> torch.Tensor:
-    """Plain PyTorch: conv2d -> flatten(2).transpose(1, 2) -> cat CLS -> + pos_embed, in the inputs' dtype."""
+                    prefix: torch.Tensor) -> torch.Tensor:
+    """Plain PyTorch: conv2d -> flatten(2).transpose(1, 2) -> cat prefix -> + pos_embed, in the inputs' dtype."""
     P = weight.shape[-1]
     x = F.conv2d(images, weight, bias, stride=P).flatten(2).transpose(1, 2)  # (B, N, E)
-    cls = cls_token.expand(x.shape[0], -1, -1)
-    return torch.cat([cls, x], dim=1) + pos_embed
+    return torch.cat([prefix.expand(x.shape[0], -1, -1), x], dim=1) + pos_embed

@@ -93,3 +93,44 @@ def test_pinned_sdpa_passes_out_of_memory_through(monkeypatch):
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", out_of_memory)
     with pytest.raises(torch.OutOfMemoryError, match="Tried to allocate"):
         fastvit.attention(q, q, q, backend="sdpa-math")
+
+
+BIAS_CASES = {  # Swin's window 7 at head dim 32: the bias broadcast over batch, heads, both, neither
+    "1HNN": (1, 3, 49, 49), "B1NN": (2, 1, 49, 49), "BHNN": (2, 3, 49, 49), "NN": (49, 49),
+}
+
+
+@pytest.mark.parametrize("backend", [n for n in fastvit.ATTENTION.names() if fastvit.ATTENTION.get(n).takes_bias])
+@pytest.mark.parametrize("pattern", list(BIAS_CASES))
+@pytest.mark.parametrize("device", DEVICES)
+def test_backend_with_bias_matches_float64_reference(backend, pattern, device):
+    """Every backend that takes a bias, through fastvit.attention: out, dq, dk, dv and dbias (fp32)."""
+    ok, reason = fastvit.ATTENTION.availability(backend, device, torch.float32, head_dim=32, bias=True)
+    if not ok:
+        pytest.skip(f"{backend} on {device} with a bias: {reason}")
+    gen = torch.Generator(device).manual_seed(0)
+    q, k, v, grad_out = (torch.randn(2, 3, 49, 32, device=device, generator=gen) for _ in range(4))
+    bias = torch.randn(*BIAS_CASES[pattern], device=device, generator=gen)
+
+    def run(dtype):
+        leaves = [t.detach().to(dtype).requires_grad_(True) for t in (q, k, v, bias)]
+        out = fastvit.attention(*leaves[:3], backend=backend if dtype == torch.float32 else "naive", bias=leaves[3])
+        out.backward(grad_out.to(dtype))
+        return [out.detach()] + [t.grad for t in leaves]
+
+    try:
+        outs = run(torch.float32)
+    except fastvit.BackendError as err:  # a pinned SDPA kernel refusing this broadcast, with PyTorch's reasons
+        assert backend != "triton", err
+        pytest.skip(str(err))
+    for name, out, ref in zip(("out", "dq", "dk", "dv", "dbias"), outs, run(torch.float64)):
+        assert out.shape == ref.shape and out.dtype == torch.float32, name
+        assert_close(out, ref, dtype=torch.float32, name=f"{backend} bias {pattern} {name}")
+
+
+def test_backends_without_bias_say_so():
+    refusing = [b.name for b in fastvit.ATTENTION.backends() if not b.takes_bias]
+    for name in refusing:
+        ok, reason = fastvit.ATTENTION.availability(name, "cpu", torch.float32, head_dim=32, bias=True)
+        assert not ok and "bias" in reason, name
+    assert fastvit.ATTENTION.get("triton").takes_bias

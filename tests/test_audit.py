@@ -49,6 +49,14 @@ odd = record_launches(lambda: fwd_bwd(*qkv_views(36, 1, N=20)))[0]
 out["odd_attrs"] = report.make_row(specialize(odd, odd.configs[0], 90), [(odd, odd.configs[0])],
                                    dict.fromkeys(report.COMPILE_FIELDS))["divisible_by_16"]
 
+# (c) Swin's window attention (window 7, head dim 32) with its relative position bias, a permuted view
+# (1, 3, 49, 49) of the (49 * 49, 3) table: made compact, stride 0 along the batch
+from kernels.audit.capture import _window_attention
+swin = record_launches(lambda: _window_attention(96, 3, 7, 4, False, torch.float16))
+out["swin"] = [dict(name=l.name, kwargs={k: v for k, v in l.kwargs.items() if k.isupper()},
+                    bias_strides=[a for a, n in zip(l.args, l.fn.arg_names) if n.startswith("stride_z")])
+               for l in swin]
+
 # (b) one small compile per architecture: the fp16 forward's 64-row tile
 small = [c for c in fwd.configs if c.kwargs["BLOCK_M"] == 64][0]
 fwd.configs = [small]
@@ -90,11 +98,25 @@ def test_capture_records_the_real_launches(probe):
     assert names == ["_flash_attn_fwd_kernel", "_flash_attn_bwd_preprocess_kernel", "_flash_attn_bwd_dkdv_kernel",
                      "_flash_attn_bwd_dq_kernel"]
     fwd = probe["launches"][0]
-    assert fwd["kwargs"] == {"BLOCK_D": 64, "BLOCK_D2": 0, "IEEE": False}
+    assert fwd["kwargs"] == {"HAS_BIAS": False, "BLOCK_D": 64, "BLOCK_D2": 0, "IEEE": False}
     assert len(fwd["configs"]) >= 2, "the default space keeps several fp16 tiles"
     for config, grid in zip(fwd["configs"], fwd["grids"]):  # one program per query block, batch and head
         assert grid == [-(-197 // config["BLOCK_M"]) * 1 * 2, 1, 1][:len(grid)]
     assert probe["launches"][1]["configs"] == [None], "the preprocess kernel is not autotuned"
+
+
+def test_bias_launches_read_the_bias_in_place(probe):
+    """The relative position bias (1, H, N, N), a permuted view of its table whose key dim is not
+    unit-stride, reaches every kernel as its H * N * N distinct elements made compact (never expanded
+    over the batch): a stride of 0 along the batch it broadcasts over, then N * N, N, 1; the dQ pass
+    writes dS, the bias's gradient."""
+    names = [launch["name"] for launch in probe["swin"]]
+    assert names == ["_flash_attn_fwd_kernel", "_flash_attn_bwd_preprocess_kernel", "_flash_attn_bwd_dkdv_kernel",
+                     "_flash_attn_bwd_dq_kernel"]
+    for launch in (probe["swin"][0], probe["swin"][2], probe["swin"][3]):
+        assert launch["kwargs"]["HAS_BIAS"] is True and launch["kwargs"]["BLOCK_D"] == 32
+        assert launch["bias_strides"] == [0, 49 * 49, 49, 1]
+    assert probe["swin"][3]["kwargs"]["STORE_DS"] is True
 
 
 def test_alignment_comes_from_the_views(probe):
@@ -165,7 +187,7 @@ def test_every_launch_is_inside_its_device_guard(monkeypatch):
         def __exit__(self, *exc):
             active.pop()
 
-    for name in ("flash_attention", "layer_norm", "patch_embed"):
+    for name in ("flash_attention", "flash_attention_bwd", "layer_norm", "patch_embed"):
         monkeypatch.setattr(importlib.import_module(f"kernels.{name}"), "device_guard", Guard)
     launches, guards = [], []
     with capture._recorders("on", launches, {}):
@@ -178,5 +200,7 @@ def test_every_launch_is_inside_its_device_guard(monkeypatch):
         capture._add_norm(48, 5, torch.float32, torch.float32, torch.float32)
         capture._norm(48, 5, torch.float32)
         capture._patch_embed(4, 16, 8, torch.float32)
-    assert len(launches) == 4 + 2 + 2 + 3
+        capture._window_attention(64, 2, 4, 2, True, torch.float32)
+        capture._patch_embed(4, 16, 8, torch.float32, T=2)
+    assert len(launches) == 4 + 2 + 2 + 3 + 4 + 3
     assert guards == [[torch.device("cpu")]] * len(launches)

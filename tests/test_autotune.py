@@ -37,7 +37,7 @@ as_dicts = lambda configs: [dict(c.kwargs, num_warps=c.num_warps, num_stages=c.n
 tuned = [k for k in launchable_kernels() if hasattr(k, "configs")]
 fa = [k for k in tuned if base_fn(k).__name__.startswith("_flash_attn")]
 pruned = {f"{base_fn(k).__name__}-{ieee}-{d}-{d2}": as_dicts(k.early_config_prune(
-              SPACES[base_fn(k).__name__]["on"], {}, IEEE=ieee, BLOCK_D=d, BLOCK_D2=d2))
+              SPACES[base_fn(k).__name__]["on"], {}, IEEE=ieee, BLOCK_D=d, BLOCK_D2=d2, HAS_BIAS=False))
           for k in fa for ieee in (False, True) for d, d2 in ((64, 0), (64, 16), (256, 0))}
 print(json.dumps({"active": {base_fn(k).__name__: as_dicts(k.configs) for k in tuned},
                   "spaces": {name: {mode: as_dicts(cs) for mode, cs in sp.items()} for name, sp in SPACES.items()},

@@ -6,6 +6,7 @@ Which backend actually ran is proven by spying: every registered backend's funct
 """
 import collections
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -231,3 +232,42 @@ def test_list_backends_rows():
     assert not by_name[("attention", "xformers")]["available"]
     assert by_name[("attention", "naive")]["available"] and by_name[("patch", "conv")]["available"]
     assert by_name[("norm", "torch")]["available"]
+
+
+# -- the hot path: remembered routes -----------------------------------------------------------------
+def test_availability_is_checked_once_per_route(monkeypatch):
+    checks = collections.Counter()
+    backend = ATTENTION.get("naive")
+
+    def counted(device, dtype, **shape):
+        checks[shape["head_dim"]] += 1
+        return backend.check(device, dtype, **shape)
+
+    monkeypatch.setitem(ATTENTION._backends, "naive", dataclasses.replace(backend, check=counted))
+    for D in (8, 8, 16, 8, 16):
+        fastvit.attention(*(torch.randn(1, 2, 5, D),) * 3, backend="naive")
+    assert checks == {8: 1, 16: 1}
+    assert ("naive", torch.device("cpu"), torch.float32, 8, False) in ATTENTION.routes
+
+
+def test_any_change_to_the_table_forgets_the_routes(monkeypatch):
+    q = torch.randn(1, 2, 5, 8)
+    fastvit.attention(q, q, q, backend="naive")
+    assert ATTENTION.routes
+    calls = spy(monkeypatch, ATTENTION)  # monkeypatch.setitem on the table
+    assert not ATTENTION.routes
+    fastvit.attention(q, q, q, backend="naive")
+    assert calls == {"naive": 1}
+    with ATTENTION.wrapped(lambda b: lambda *a, **kw: "wrapped"):
+        assert fastvit.attention(q, q, q, backend="naive") == "wrapped"
+    assert isinstance(fastvit.attention(q, q, q, backend="naive"), torch.Tensor)
+
+
+@pytest.mark.parametrize("op", ["attention", "norm", "patch"])
+def test_environment_is_read_live(op, monkeypatch):
+    registry = REGISTRIES[op]
+    assert registry._environ() is None and registry.selected() == registry.default
+    monkeypatch.setenv(ENV[op], "naïve-é")  # non-ASCII survives the raw read
+    assert registry._environ() == os.environ.get(ENV[op]) == "naïve-é"
+    monkeypatch.delenv(ENV[op])
+    assert registry._environ() is None

@@ -1,4 +1,5 @@
-"""kernels.flash_attention against a float64 reference: output, log-sum-exp and dq, dk, dv.
+"""kernels.flash_attention against a float64 reference: output, log-sum-exp and dq, dk, dv, and with
+an additive bias (Swin's shapes and broadcast patterns) its gradient too.
 
 On CPU these run through Triton's interpreter (tests/conftest.py switches it on), in fp32 and fp16.
 bf16 and CUDA cases are parametrized too and skipped with their reason when they cannot run here:
@@ -20,7 +21,7 @@ from kernels._common import SPACES, interpreter_enabled, pinned_config, runnable
 from kernels.audit.capture import record_launches
 from kernels.flash_attention import _flash_attn_fwd, attention_ref, flash_attention, head_dim_tiles
 
-FA = importlib.import_module("kernels.flash_attention")  # the module (kernels exports the function)
+FA = importlib.import_module("kernels._flash_common")  # the tiles, the prune and the interpreter's blocks
 
 DEVICES = ["cpu", "cuda"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -51,15 +52,23 @@ def _randn(*shape, device, dtype=torch.float32, mult=1.0):
     return (torch.randn(*shape, device=device) * mult).to(dtype)
 
 
-def _grads(fn, q, k, v, grad_out):
-    """fn's output and the gradients of <fn(q, k, v), grad_out> with respect to q, k, v."""
+def _grads(fn, q, k, v, grad_out, bias=None, bias_view=None):
+    """fn's output and the gradients of <fn(q, k, v, bias), grad_out> with respect to q, k, v (and
+    bias). ``bias_view(bias)``, when given, is what fn gets (a stride-0 expand, a slice): the view
+    reaches the kernel as it is, and the gradient flows back to ``bias`` through it."""
     q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
-    out = fn(q, k, v)
+    leaves = [q, k, v]
+    if bias is not None:
+        bias = bias.detach().clone().requires_grad_(True)
+        leaves.append(bias)
+        if bias_view is not None:
+            bias = bias_view(bias)
+    out = fn(q, k, v) if bias is None else fn(q, k, v, bias=bias)
     out.backward(grad_out.to(out.dtype))
-    return out.detach(), q.grad, k.grad, v.grad
+    return (out.detach(), *(t.grad for t in leaves))
 
 
-def _torch_math(q, k, v):
+def _torch_math(q, k, v, bias=None):
     """The low-precision baseline of fastvit.testing: PyTorch's math SDPA on the fp16/bf16 tensors.
 
     In torch 2.13 the math backend upcasts fp16/bf16 to fp32 internally (on CPU its result is
@@ -69,20 +78,24 @@ def _torch_math(q, k, v):
     stricter baseline: the kernel meets it, and tests/test_attention.py uses the same one.
     """
     with sdpa_kernel(SDPBackend.MATH):
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
 
-def _check(q, k, v, grad_out, label="", scale=None):
-    """Kernel vs float64 reference on the same (already rounded) inputs: out, dq, dk, dv."""
+def _check(q, k, v, grad_out, label="", scale=None, bias=None, bias_view=None):
+    """Kernel vs float64 reference on the same (already rounded) inputs: out, dq, dk, dv (, dbias)."""
     dtype = q.dtype
-    outs = _grads(lambda *a: flash_attention(*a, scale=scale), q, k, v, grad_out)
-    refs = _grads(lambda *a: attention_ref(*a, scale=scale), q.double(), k.double(), v.double(), grad_out.double())
-    bases = [None] * 4
+    outs = _grads(lambda *a, **kw: flash_attention(*a, scale=scale, **kw), q, k, v, grad_out, bias, bias_view)
+    refs = _grads(lambda *a, **kw: attention_ref(*a, scale=scale, **kw), q.double(), k.double(), v.double(),
+                  grad_out.double(), bias.double() if bias is not None else None, bias_view)
+    bases = [None] * len(outs)
     if is_low_precision(dtype):
         assert scale is None, "the SDPA baseline uses the default scale"
-        bases = _grads(_torch_math, q, k, v, grad_out)
-    for name, out, ref, base in zip(("out", "dq", "dk", "dv"), outs, refs, bases):
-        assert out.dtype == dtype, f"{label}{name} came back as {out.dtype}, not {dtype}"
+        bases = _grads(_torch_math, q, k, v, grad_out, bias, bias_view)
+    names = ("out", "dq", "dk", "dv", "dbias")
+    for name, out, ref, base in zip(names, outs, refs, bases):
+        expect = bias.dtype if name == "dbias" else dtype
+        assert out.dtype == expect, f"{label}{name} came back as {out.dtype}, not {expect}"
+        assert out.shape == ref.shape, f"{label}{name} has shape {tuple(out.shape)}, not {tuple(ref.shape)}"
         assert not out.isnan().any(), f"{label}{name} has NaN"
         assert_close(out, ref, baseline=base, dtype=dtype, name=f"{label}{name}")
 
@@ -101,7 +114,7 @@ def test_lse_is_logsumexp_of_scaled_scores(device):
     """The saved statistic the backward recomputes from: natural-log LSE per query row, fp32."""
     _skip_unless_runnable(device)
     q, k, v = (_randn(2, 2, 45, 48, device=device) for _ in range(3))
-    out, lse = _flash_attn_fwd(q, k, v, 0.2)
+    out, lse = _flash_attn_fwd(q, k, v, None, 0.2)
     assert lse.shape == (2, 2, 45) and lse.dtype == torch.float32
     scores = q.double() @ k.double().transpose(-2, -1) * 0.2
     assert_close(lse, torch.logsumexp(scores, dim=-1), name="lse")
@@ -174,6 +187,74 @@ def test_tails_never_read_out_of_bounds(device, dtype, shape):
     _check(q, k, v, grad_out, label="NaN-framed ")
 
 
+# -- additive bias (Swin: window 7 -> N = 49, head dim 32; bias (1 or B', H, N, N)) ----------------------
+BIAS_SHAPES = {"1HNN": (1, 3, 49, 49), "B1NN": (2, 1, 49, 49), "BHNN": (2, 3, 49, 49), "NN": (49, 49),
+               "keys": (2, 1, 1, 49)}
+
+
+@pytest.mark.parametrize("pattern", list(BIAS_SHAPES))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("device", DEVICES)
+def test_bias_matches_float64_reference(device, dtype, pattern):
+    """out, dq, dk, dv and dbias, the bias broadcast over batch, heads, both or neither (its gradient
+    then summed over the broadcast dims), read through stride-0 views, never copied."""
+    _skip_unless_runnable(device, dtype)
+    q, k, v, grad_out = (_randn(2, 3, 49, 32, device=device, dtype=dtype) for _ in range(4))
+    bias = _randn(*BIAS_SHAPES[pattern], device=device, dtype=dtype, mult=2.0)
+    _check(q, k, v, grad_out, label=f"bias {pattern} ", bias=bias)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("device", DEVICES)
+def test_bias_as_swin_builds_it(device, dtype):
+    """Swin's shifted block: table[index] (1, H, N, N) plus the window mask (0 / -100, and -inf for a
+    mask that removes a row's whole first key block), expanded over windows; window 12 -> N = 144."""
+    _skip_unless_runnable(device, dtype)
+    windows, H, N, D = 2, 2, 144, 32
+    q, k, v, grad_out = (_randn(windows, H, N, D, device=device, dtype=dtype) for _ in range(4))
+    mask = torch.zeros(windows, 1, N, N, device=device)
+    mask[0, :, :, 60:100], mask[1, :, 70:, :64] = -100.0, float("-inf")  # rows 70+: keys 0..63 masked
+    mask = mask.to(dtype)
+
+    def swin_bias(rel):  # the learned (1, H, N, N) table lookup plus the window mask, per window
+        return (rel + mask).expand(windows, H, N, N)
+
+    _check(q, k, v, grad_out, label="swin ", bias=_randn(1, H, N, N, device=device, dtype=dtype), bias_view=swin_bias)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bias_tails_never_read_out_of_bounds(device):
+    """The bias as a view into a NaN-filled buffer (NaN past every row and column), broadcast over
+    heads through a stride of 0: any read past N surfaces as NaN."""
+    _skip_unless_runnable(device)
+    B, H, N, D = 2, 2, 37, 16
+    buf = torch.full((B, 1, N + 9, N + 11), float("nan"), device=device)
+    buf[:, :, 3:3 + N, 4:4 + N] = torch.randn(B, 1, N, N, device=device)
+    q, k, v, grad_out = (_randn(B, H, N, D, device=device) for _ in range(4))
+
+    def framed(t):  # a slice of the NaN buffer, broadcast over heads with a stride of 0
+        view = t[:, :, 3:3 + N, 4:4 + N].expand(B, H, N, N)
+        assert view.stride(1) == 0 and not view.is_contiguous()
+        return view
+
+    _check(q, k, v, grad_out, label="NaN-framed bias ", bias=buf, bias_view=framed)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bias_without_gradient_and_lse(device):
+    """A bias that needs no gradient (a fixed mask): no dS is written; the LSE includes the bias."""
+    _skip_unless_runnable(device)
+    q, k, v = (_randn(1, 2, 40, 32, device=device) for _ in range(3))
+    bias = _randn(1, 2, 40, 40, device=device)
+    q.requires_grad_(True)
+    out = flash_attention(q, k, v, bias=bias)
+    out.sum().backward()
+    assert bias.grad is None and q.grad is not None
+    _, lse = _flash_attn_fwd(q.detach(), k, v, bias, 0.25)
+    scores = q.detach().double() @ k.double().transpose(-2, -1) * 0.25 + bias.double()
+    assert_close(lse, torch.logsumexp(scores, dim=-1), name="lse with bias")
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_gradient_for_some_inputs_only(device):
     _skip_unless_runnable(device)
@@ -211,28 +292,36 @@ def test_gpu_autotune_prunes_to_the_launch_family():
     the small FMA tiles, fp16 / bf16 launches the tensor-core tiles, whatever the head dim."""
     for kernel, name in (("fwd", "_flash_attn_fwd_kernel"), ("dkdv", "_flash_attn_bwd_dkdv_kernel"),
                          ("dq", "_flash_attn_bwd_dq_kernel")):
-        space, prune = SPACES[name]["on"], FA._prune(kernel)
+        space, prune = SPACES[name]["on"], FA.prune(kernel)
         for block_d, block_d2 in ((64, 0), (64, 16), (128, 0)):
-            fp32 = prune(space, {"N": 197}, IEEE=True, BLOCK_D=block_d, BLOCK_D2=block_d2)
-            lowp = prune(space, {"N": 197}, IEEE=False, BLOCK_D=block_d, BLOCK_D2=block_d2)
+            fp32 = prune(space, {"N": 197}, IEEE=True, BLOCK_D=block_d, BLOCK_D2=block_d2, HAS_BIAS=False)
+            lowp = prune(space, {"N": 197}, IEEE=False, BLOCK_D=block_d, BLOCK_D2=block_d2, HAS_BIAS=False)
             assert len(fp32) >= 2 and len(lowp) >= 2 and not set(map(str, fp32)) & set(map(str, lowp))
             assert all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 32 * 64 for c in fp32)
             assert all(max(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) >= 64 for c in lowp)
+            for ieee, family in ((True, fp32), (False, lowp)):  # with a bias: the family less the spilling tiles
+                biased = prune(space, {"N": 49}, IEEE=ieee, BLOCK_D=block_d, BLOCK_D2=block_d2, HAS_BIAS=True)
+                spilling = {(bm, bn, w, st) for bm, bn, w, st in FA.BIAS_SPILLS[kernel]}
+                assert biased and {str(c) for c in biased} <= {str(c) for c in family}
+                assert not any((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in spilling
+                               for c in biased)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=lambda d: str(d)[6:])
 def test_every_default_tile_under_the_interpreter(monkeypatch, dtype):
     """Each (BLOCK_M, BLOCK_N) of the default space that a launch in this dtype can get, run by the
     interpreter in place of its 32 x 32 (warps and stages mean nothing there): at D = 80 (64 + 16),
-    with tails in queries and keys."""
+    and at D = 32 with a bias, with tails in queries and keys."""
     if not interpreter_enabled():
         pytest.skip("runs the kernels through Triton's interpreter")
     family = "fp32" if dtype == torch.float32 else "mma"
-    tiles = sorted({(bm, bn) for kernel in FA._TILES.values() for bm, bn, _, _ in kernel[family]})
+    tiles = sorted({(bm, bn) for kernel in FA.TILES.values() for bm, bn, _, _ in kernel[family]})
     q, k, v, grad_out = (_randn(1, 1, 150, 80, device="cpu", dtype=dtype) for _ in range(4))
+    bias = _randn(1, 1, 150, 150, device="cpu", dtype=dtype)
     for bm, bn in tiles:
         monkeypatch.setattr(FA, "_INTERPRETER_BLOCKS", {"BLOCK_M": bm, "BLOCK_N": bn})
         _check(q, k, v, grad_out, label=f"{bm} x {bn} ")
+        _check(q[..., :32], k[..., :32], v[..., :32], grad_out[..., :32], label=f"{bm} x {bn} bias ", bias=bias)
 
 
 @pytest.mark.parametrize("D", [64, 80])
@@ -281,6 +370,9 @@ ERROR_CASES = {
     "not-a-tensor": ((_X, _X.numpy(), _X), TypeError, "k must be a torch.Tensor, got ndarray"),
     "head-dim-300": ((torch.randn(1, 1, 4, 300),) * 3, ValueError,
                      "head dim 300 is not supported; supported head dims are 1 to 256"),
+    "bias-broadcast": ((_X, _X, _X, torch.zeros(2, 8, 7)), ValueError,
+                       r"bias of shape \(2, 8, 7\) does not broadcast to \(B, H, N, N\) = \(1, 2, 8, 8\)"),
+    "bias-dtype": ((_X, _X, _X, torch.zeros(8, 8, dtype=torch.float64)), TypeError, "bias has dtype torch.float64"),
 }
 
 
@@ -290,7 +382,7 @@ def test_errors_name_the_problem(name):
         pytest.skip(runnable_on("cpu")[1])
     args, exc, match = ERROR_CASES[name]
     with pytest.raises(exc, match=match):
-        flash_attention(*args)
+        flash_attention(*args[:3], bias=args[3] if len(args) > 3 else None)
 
 
 def test_cpu_tensors_need_the_interpreter(monkeypatch):

@@ -1,4 +1,5 @@
-"""kernels.patch_embed (fused patchify + GEMM + bias + CLS + pos_embed) against a float64 reference.
+"""kernels.patch_embed (fused patchify + GEMM + bias + prefix rows + pos_embed) against a float64
+reference, with one prefix row (ViT's CLS token) and two (DeiT's CLS and distillation tokens).
 
 On CPU these run through Triton's interpreter (tests/conftest.py switches it on), in fp32 and fp16;
 bf16 needs CUDA because the interpreter computes bf16 tl.dot wrongly.
@@ -32,7 +33,7 @@ CASES = [  # (B, C, H, W, P, E)
     (1, 3, 28, 42, 14, 32),   # patch 14 (K = 588), 2x3 grid
     (2, 1, 6, 5, 1, 16),      # patch 1: K = 1, every pixel a token; B * N = 60 rows: d_weight in 2 splits
 ]
-GRAD_NAMES = ("images", "weight", "bias", "pos_embed", "cls_token")
+GRAD_NAMES = ("images", "weight", "bias", "pos_embed", "prefix")
 
 
 def _skip_unsupported(device, dtype):
@@ -40,14 +41,14 @@ def _skip_unsupported(device, dtype):
         pytest.skip("Triton's interpreter computes bf16 tl.dot wrongly; bf16 is tested on CUDA")
 
 
-def _inputs(B, C, H, W, P, E, device, with_bias=True):
+def _inputs(B, C, H, W, P, E, device, with_bias=True, T=1):
     N = (H // P) * (W // P)
     images = torch.randn(B, C, H, W, device=device)
     weight = torch.randn(E, C, P, P, device=device) / (C * P * P) ** 0.5
     bias = torch.randn(E, device=device) if with_bias else None
-    pos_embed = torch.randn(1, 1 + N, E, device=device)
-    cls_token = torch.randn(1, 1, E, device=device)
-    return [images, weight, bias, pos_embed, cls_token]
+    pos_embed = torch.randn(1, T + N, E, device=device)
+    prefix = torch.randn(1, T, E, device=device)
+    return [images, weight, bias, pos_embed, prefix]
 
 
 def _run(fn, tensors, grad_out):
@@ -102,11 +103,23 @@ def test_without_bias(device, dtype):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_cls_row_is_cls_plus_pos(device):
-    images, weight, bias, pos, cls = _inputs(2, 3, 8, 8, 4, 32, device)
-    out = patch_embed(images, weight, bias, pos, cls)
-    assert out.shape == (2, 1 + 4, 32)
-    torch.testing.assert_close(out[:, 0], (cls + pos[:, 0]).expand(2, 1, 32)[:, 0], rtol=0, atol=0)
+@pytest.mark.parametrize("T", [1, 2, 3])
+def test_prefix_rows_are_prefix_plus_pos(device, T):
+    images, weight, bias, pos, prefix = _inputs(2, 3, 8, 8, 4, 32, device, T=T)
+    out = patch_embed(images, weight, bias, pos, prefix)
+    assert out.shape == (2, T + 4, 32)
+    torch.testing.assert_close(out[:, :T], (prefix + pos[:, :T]).expand(2, T, 32), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("case", [(2, 3, 16, 12, 4, 48), (1, 3, 32, 32, 16, 64), (2, 1, 6, 5, 1, 16)],
+                         ids=lambda c: "x".join(map(str, c)))
+def test_two_prefix_rows_like_deit_distilled(device, dtype, case):
+    """DeiT's distilled models: CLS and distillation token before the patches; the prefix gradient is
+    dtokens[:, :2].sum(0). Row blocks straddle the prefix / patch boundary and the images."""
+    _skip_unsupported(device, dtype)
+    _check(_inputs(*case, device, T=2), dtype, label=f"T=2 {case} ")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -147,7 +160,8 @@ def test_errors_name_the_problem():
         patch_embed(torch.randn(1, 3, 9, 12, device=dev), weight, bias, pos, cls)
     with pytest.raises(ValueError, match="images have 1 channels but weight expects 3"):
         patch_embed(torch.randn(1, 1, 8, 12, device=dev), weight, bias, pos, cls)
-    with pytest.raises(ValueError, match=r"pos_embed has 5 tokens but a 2x3 patch grid needs 1 \+ 6 = 7"):
+    with pytest.raises(ValueError, match=r"pos_embed has 5 tokens but 1 prefix rows and a 2x3 patch grid need "
+                                         r"1 \+ 6 = 7"):
         patch_embed(images, weight, bias, pos[:, :5], cls)
     with pytest.raises(ValueError, match=r"images must be 4-D \(B, C, H, W\)"):
         patch_embed(images[0], weight, bias, pos, cls)
@@ -157,9 +171,11 @@ def test_errors_name_the_problem():
         patch_embed(images, weight[..., :2], bias, pos, cls)
     with pytest.raises(ValueError, match=r"bias must have shape \(16,\)"):
         patch_embed(images, weight, bias[:3], pos, cls)
-    with pytest.raises(ValueError, match=r"cls_token must have shape \(1, 1, 16\)"):
+    with pytest.raises(ValueError, match=r"prefix must have shape \(1, T, 16\) with T >= 1 rows"):
         patch_embed(images, weight, bias, pos, cls[0])
-    with pytest.raises(ValueError, match=r"pos_embed must have shape \(1, 1 \+ N, 16\)"):
+    with pytest.raises(ValueError, match=r"prefix must have shape \(1, T, 16\)"):
+        patch_embed(images, weight, bias, pos, cls[:, :0])
+    with pytest.raises(ValueError, match=r"pos_embed must have shape \(1, T \+ N, 16\)"):
         patch_embed(images, weight, bias, pos[0], cls)
     with pytest.raises(TypeError, match="weight dtype torch.float16 differs from images dtype torch.float32"):
         patch_embed(images, weight.half(), bias, pos, cls)

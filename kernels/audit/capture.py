@@ -8,11 +8,13 @@ autotuner would consider: the requested space (kernels._common.SPACES) after the
 prune, run on the real arguments. Nothing is compiled or executed, so CPU tensors stand in for CUDA
 ones (``cpu_launches_recorded`` lets them past the launchers' device check).
 
-``model_launches`` drives the three ops with the shapes of fastvit's ViT presets (listed in MODELS:
-this package never imports fastvit): attention on q, k, v views of the fused qkv projection with the
-gradient as the model's backward delivers it, add + LayerNorm and LayerNorm as every block runs them
-(plus the mixed-precision case of fp32 residual stream and parameters), and the patch embedding with
-image gradients, forward and backward, in each dtype.
+``model_launches`` drives the three ops with the shapes of fastvit's presets (listed in MODELS, SWIN
+and DEIT: this package never imports fastvit): attention on q, k, v views of the fused qkv projection
+with the gradient as the model's backward delivers it, add + LayerNorm and LayerNorm as every block
+runs them (plus the mixed-precision case of fp32 residual stream and parameters), the patch embedding
+with image gradients, forward and backward, in each dtype; Swin's window attention with its additive
+bias (the relative position bias as the model views it, (1, H, N, N), and with the shift mask,
+(B * windows, H, N, N), both trained) and its LayerNorm widths; DeiT's two prefix rows.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from triton.runtime.jit import KernelInterface
 
 from kernels._common import SPACES, cpu_launches_recorded
 
-KERNEL_MODULES = ("kernels.flash_attention", "kernels.layer_norm", "kernels.patch_embed")
+KERNEL_MODULES = ("kernels.flash_attention", "kernels.flash_attention_bwd", "kernels.layer_norm", "kernels.patch_embed")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 # (name, patch size, embed dim, heads, resolutions): fastvit's presets (fastvit/presets.py).
@@ -38,6 +40,14 @@ MODELS = [
     ("vit_large_patch16", 16, 1024, 16, (224, 384)),
     ("vit_huge_patch14", 14, 1280, 16, (224,)),
 ]
+# (name, embed dim, heads per stage, window, resolution): Swin's stages at patch 4 (head dim 32); a
+# stage's map is (res / 4) / 2^i, cut into (map / window)^2 windows, shifted unless map == window.
+SWIN = [
+    ("swin_tiny_patch4_window7", 96, (3, 6, 12, 24), 7, 224),
+    ("swin_base_patch4_window12", 128, (4, 8, 16, 32), 12, 384),
+]
+# (name, patch size, embed dim, resolution): DeiT's distilled models, CLS and distillation token.
+DEIT = [("deit_tiny_distilled_patch16", 16, 192, 224), ("deit_base_distilled_patch16", 16, 768, 384)]
 BATCH = 2
 
 
@@ -139,6 +149,23 @@ def _attention(E: int, H: int, N: int, dtype):
     out.backward(torch.empty(BATCH, N, E, dtype=dtype).view(BATCH, N, H, D).transpose(1, 2))
 
 
+def _window_attention(E: int, H: int, window: int, windows: int, shifted: bool, dtype):
+    """Swin's window attention: q, k, v views of the windows' qkv projection, the bias the model
+    hands the backend -- its (1, H, N, N) relative position bias, a permuted view of the gathered
+    table, or with the shift mask a contiguous (B * windows, H, N, N) -- and its gradient."""
+    from kernels.flash_attention import flash_attention
+
+    N, D, Bw = window * window, E // H, BATCH * windows
+    qkv = torch.empty(Bw, N, 3 * E, dtype=dtype, requires_grad=True)
+    q, k, v = qkv.view(Bw, N, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)
+    table = torch.empty(N * N, H, dtype=dtype, requires_grad=True)  # table[index]: (N * N, heads)
+    bias = table.view(N, N, H).permute(2, 0, 1).unsqueeze(0)  # (1, H, N, N), strided
+    if shifted:
+        bias = (bias + torch.empty(windows, 1, N, N, dtype=dtype)).expand(BATCH, windows, H, N, N).reshape(Bw, H, N, N)
+    out = flash_attention(q, k, v, bias=bias)
+    out.backward(torch.empty(Bw, N, E, dtype=dtype).view(Bw, N, H, D).transpose(1, 2))
+
+
 def _tensor(*shape, dtype):
     return torch.empty(*shape, dtype=dtype, requires_grad=True)
 
@@ -160,13 +187,13 @@ def _norm(E: int, N: int, dtype):
     y.backward(torch.empty_like(y))
 
 
-def _patch_embed(P: int, E: int, res: int, dtype):
+def _patch_embed(P: int, E: int, res: int, dtype, T: int = 1):
     from kernels.patch_embed import patch_embed
 
     N = (res // P) ** 2
     images = torch.empty(BATCH, 3, res, res, dtype=dtype, requires_grad=True)
     params = [torch.empty(*shape, dtype=dtype, requires_grad=True)
-              for shape in ((E, 3, P, P), (E,), (1, 1 + N, E), (1, 1, E))]
+              for shape in ((E, 3, P, P), (E,), (1, T + N, E), (1, T, E))]
     out = patch_embed(images, *params)
     out.backward(torch.empty_like(out))
 
@@ -197,6 +224,27 @@ def model_launches(space: str = "on", dtypes=("fp16", "bf16", "fp32")) -> tuple[
                     record(lambda: _add_norm(E, N, dtype, torch.float32, torch.float32),
                            dict(label, op="layernorm", variant=f"add E={E} fp32 residual+params"))
                 record(lambda: _patch_embed(P, E, res, dtype), dict(label, op="patch_embed", variant=f"P={P}"))
+    for name, P, E, res in DEIT:
+        for dt in dtypes:
+            record(lambda: _patch_embed(P, E, res, DTYPES[dt], T=2),
+                   dict(dtype=dt, shape=f"{name}_{res}", op="patch_embed", variant=f"P={P} T=2"))
+    for name, E, heads, window, res in SWIN:
+        for dt in dtypes:
+            dtype, label = DTYPES[dt], dict(dtype=dt, shape=f"{name}_{res}")
+            for i, H in enumerate(heads):
+                side, dim = res // 4 // 2 ** i, E * 2 ** i
+                windows, shifted = (side // window) ** 2, side > window
+                variant = f"D={dim // H} N={window * window} bias"
+                record(lambda: _window_attention(dim, H, window, windows, False, dtype),
+                       dict(label, op="attention", variant=f"{variant} (1,H,N,N)"))
+                if shifted:
+                    record(lambda: _window_attention(dim, H, window, windows, True, dtype),
+                           dict(label, op="attention", variant=f"{variant} (B',H,N,N)"))
+                record(lambda: _add_norm(dim, side * side, dtype, dtype, dtype),
+                       dict(label, op="layernorm", variant=f"add E={dim}"))
+                if i + 1 < len(heads):  # the next stage's patch merging normalises 4 * dim channels
+                    record(lambda: _norm(4 * dim, (side // 2) ** 2, dtype),
+                           dict(label, op="layernorm", variant=f"E={4 * dim} merging"))
     return launches, refused
 
 

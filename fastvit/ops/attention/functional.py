@@ -62,16 +62,38 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str
         BackendError: unknown backend, or one that cannot run on these inputs (with the reason).
         ShapeError, DTypeError, DeviceError, ValueError: malformed arguments.
     """
-    # The common case is checked in a few comparisons; anything unusual gets the full validation,
-    # which raises the typed error naming the problem.
+    # The hot path checks, in a few comparisons, what a backend would not reject by itself (a rank or
+    # shape that broadcasts, a bias of another dtype, a bad scale or dropout_p); the rest -- q, k, v
+    # of mixed dtypes or devices, which every backend refuses -- is named by the full validation if
+    # the backend fails. Anything unusual gets the full validation first.
     try:
-        shape = q.shape
-        ok = (len(shape) == 4 and q.dtype.is_floating_point and k.shape == shape and v.shape == shape and k.dtype is q.dtype
-              and v.dtype is q.dtype and bias is None and scale is None and dropout_p == 0.0
-              and k.device == q.device and v.device == q.device)
-    except AttributeError:
+        shape, dtype = q.shape, q.dtype
+        ok = (len(shape) == 4 and k.shape == shape and v.shape == shape and dtype.is_floating_point
+              and (scale is None or 0.0 < scale < _INF) and (dropout_p == 0.0 or 0.0 < dropout_p < 1.0)
+              and (bias is None or (bias.dtype is dtype and bias.device == q.device
+                                    and (bias.shape, shape) in _BROADCASTS)))
+    except (AttributeError, TypeError):
         ok = False
     if not ok:
         validate_qkv(q, k, v, bias, scale, dropout_p)
-    impl = ATTENTION.require(backend, q.device, q.dtype, head_dim=q.shape[-1], bias=bias is not None)
-    return impl.fn(q, k, v, scale=scale, dropout_p=dropout_p, bias=bias)
+        shape, dtype = q.shape, q.dtype
+        if bias is not None:
+            _remember_broadcast(bias.shape, shape)
+    key = (ATTENTION.selected() if backend is None else backend, q.device, dtype, shape[3], bias is not None)
+    fn = _ROUTES.get(key) or ATTENTION.admit(key)  # ATTENTION.route, inlined
+    try:
+        return fn(q, k, v, scale=scale, dropout_p=dropout_p, bias=bias)
+    except Exception:
+        validate_qkv(q, k, v, bias, scale, dropout_p)  # the typed error, if the inputs are at fault
+        raise
+
+
+_INF = math.inf
+_ROUTES = ATTENTION.routes
+_BROADCASTS: set = set()  # (bias shape, q shape) pairs validated to broadcast to (B, H, N, N)
+
+
+def _remember_broadcast(bias_shape, q_shape) -> None:
+    if len(_BROADCASTS) > 4096:  # bounded: many resolutions make many shapes
+        _BROADCASTS.clear()
+    _BROADCASTS.add((bias_shape, q_shape))

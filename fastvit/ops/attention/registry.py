@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from fastvit.registry import Registry, always
 
-ATTENTION = Registry("attention", "FASTVIT_ATTN_BACKEND", "sdpa", probe_shape={"head_dim": 64})
+ATTENTION = Registry("attention", "FASTVIT_ATTN_BACKEND", "sdpa", keys=("head_dim", "bias"),
+                     probe_shape={"head_dim": 64, "bias": False})
 
 
 def register(name: str, *, check=always, **traits):

@@ -1,4 +1,5 @@
-"""``triton``: fastvit's own flash attention kernel (kernels.flash_attention)."""
+"""``triton``: fastvit's own flash attention kernel (kernels.flash_attention), with the additive bias
+read in place through its strides (Swin's relative position bias and shift mask) and its gradient."""
 from __future__ import annotations
 
 from fastvit.errors import BackendError
@@ -6,7 +7,7 @@ from fastvit.ops._triton import triton_check
 from fastvit.ops.attention.registry import register
 
 
-def _check(device, dtype, head_dim=64, **shape):
+def _check(device, dtype, head_dim=64, bias=False, **shape):
     ok, reason = triton_check(device, dtype)
     if not ok:
         return ok, reason
@@ -15,11 +16,12 @@ def _check(device, dtype, head_dim=64, **shape):
     return head_dim_supported(int(head_dim))
 
 
-@register("triton", check=_check, description="fastvit Triton flash attention (fwd + bwd)", own_kernel=True)
+@register("triton", check=_check, description="fastvit Triton flash attention (fwd + bwd, additive bias)",
+          own_kernel=True, takes_bias=True)
 def triton_attention(q, k, v, *, scale=None, dropout_p=0.0, bias=None):
     if dropout_p > 0.0:
         raise BackendError("attention backend 'triton' has no attention dropout; "
                            f"got dropout_p={dropout_p} (use attn_drop_rate=0 or another backend)")
     from kernels.flash_attention import flash_attention
 
-    return flash_attention(q, k, v, scale=scale)
+    return flash_attention(q, k, v, bias=bias, scale=scale)

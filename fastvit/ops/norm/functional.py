@@ -6,6 +6,8 @@ import torch
 from fastvit.errors import DeviceError, DTypeError, ShapeError
 from fastvit.ops.norm.registry import NORM
 
+_ROUTES = NORM.routes  # (name, device, dtype, *shape) -> backend function: the hot path's table
+
 
 def validate_norm(x, residual, weight, bias) -> None:
     """Raise the typed error for the first problem: x (and residual, of x's shape) floating tensors,
@@ -46,16 +48,26 @@ def add_layer_norm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch
     Returns:
         (y, s).
     """
+    # The hot path checks what a backend would not reject by itself: a residual that broadcasts, or
+    # an integer one that promotes. The rest -- weight and bias shapes and dtypes, an integer x, the
+    # operands' devices -- every backend refuses (F.layer_norm and the kernel check them), and the
+    # full validation names it if the backend fails. Anything unusual gets the full validation first.
     try:
-        ok = (x.dtype.is_floating_point and x.device == weight.device and weight.shape == x.shape[-1:]
-              and (residual is None or (residual.shape == x.shape and residual.device == x.device))
-              and (bias is None or bias.shape == weight.shape))
-    except (AttributeError, IndexError):
+        shape = x.shape
+        hidden = shape[-1]
+        ok = residual is None or (residual.shape == shape and residual.dtype.is_floating_point)
+    except (AttributeError, IndexError, TypeError):
         ok = False
     if not ok:
         validate_norm(x, residual, weight, bias)
-    impl = NORM.require(backend, x.device, x.dtype, hidden=x.shape[-1])
-    return impl.fn(x, residual, weight, bias, eps)
+        hidden = x.shape[-1]
+    key = (NORM.selected() if backend is None else backend, x.device, x.dtype, hidden)
+    fn = _ROUTES.get(key) or NORM.admit(key)  # NORM.route, inlined
+    try:
+        return fn(x, residual, weight, bias, eps)
+    except Exception:
+        validate_norm(x, residual, weight, bias)  # the typed error, if the inputs are at fault
+        raise
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-6, *,

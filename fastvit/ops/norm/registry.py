@@ -3,4 +3,4 @@
 None) and ``y = LayerNorm(s)`` over the last dim."""
 from fastvit.registry import Registry
 
-NORM = Registry("norm", "FASTVIT_NORM_BACKEND", "torch", probe_shape={"hidden": 768})
+NORM = Registry("norm", "FASTVIT_NORM_BACKEND", "torch", keys=("hidden",), probe_shape={"hidden": 768})

@@ -6,6 +6,8 @@ import torch
 from fastvit.errors import DeviceError, DTypeError, ResolutionError, ShapeError
 from fastvit.ops.patch.registry import PATCH
 
+_ROUTES = PATCH.routes  # (name, device, dtype, *shape) -> backend function: the hot path's table
+
 
 def validate_patch(images, weight, bias, pos_embed, prefix) -> None:
     """Raise the typed error for the first problem: images (B, C, H, W) with H and W divisible by the
@@ -55,7 +57,27 @@ def patch_embed(images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         backend: a registered patch backend; None follows ``use_backend(patch=...)``, then
             ``FASTVIT_PATCH_BACKEND``, then ``conv``. Resolved on every call.
     """
-    validate_patch(images, weight, bias, pos_embed, prefix)
-    impl = PATCH.require(backend, images.device, images.dtype, patch_size=weight.shape[-1],
-                         prefix_tokens=prefix.shape[1])
-    return impl.fn(images, weight, bias, pos_embed, prefix)
+    # The hot path checks, in a few comparisons, what a backend would not reject by itself (a
+    # non-square patch, a size that does not divide, operands that broadcast or promote); the
+    # rest (the images' rank and channels, the weight's dtype, devices) is named by the full validation if the
+    # backend fails. Anything unusual gets the full validation first.
+    try:
+        _, _, H, W = images.shape
+        E, _, P, P2 = weight.shape
+        one, T, E2 = prefix.shape
+        dtype = images.dtype
+        ok = (P == P2 and E == E2 and one == 1 and not H % P and not W % P
+              and pos_embed.shape == (1, T + (H // P) * (W // P), E) and (bias is None or bias.shape == (E,))
+              and dtype.is_floating_point and pos_embed.dtype is dtype and prefix.dtype is dtype)
+    except (AttributeError, TypeError, ValueError, ZeroDivisionError):
+        ok = False
+    if not ok:
+        validate_patch(images, weight, bias, pos_embed, prefix)
+        P, T, dtype = weight.shape[-1], prefix.shape[1], images.dtype
+    key = (PATCH.selected() if backend is None else backend, images.device, dtype, P, T)
+    fn = _ROUTES.get(key) or PATCH.admit(key)  # PATCH.route, inlined
+    try:
+        return fn(images, weight, bias, pos_embed, prefix)
+    except Exception:
+        validate_patch(images, weight, bias, pos_embed, prefix)  # the typed error, if the inputs are at fault
+        raise

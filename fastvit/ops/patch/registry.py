@@ -6,7 +6,8 @@ import torch
 
 from fastvit.registry import Registry
 
-PATCH = Registry("patch", "FASTVIT_PATCH_BACKEND", "conv", probe_shape={"patch_size": 16})
+PATCH = Registry("patch", "FASTVIT_PATCH_BACKEND", "conv", keys=("patch_size", "prefix_tokens"),
+                 probe_shape={"patch_size": 16, "prefix_tokens": 1})
 
 
 def prepend(patches: torch.Tensor, pos_embed: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,221 @@
+"""torch.compile and torch.export of models and of fastvit's kernels (custom ops).
+
+A model built with explicit backends compiles with zero graph breaks for every backend that runs
+here (the registries drive the matrix: one op's backend swapped at a time), forward and training
+step; ``torch.export`` records fastvit's Triton kernels as ``fastvit_kernels`` custom ops. The Triton
+kernels run through the interpreter on CPU, so the models are tiny (32 px, two blocks where the
+whole forward runs). Each kernel's custom ops pass ``torch.library.opcheck`` (schema, fake
+implementation against the real one, autograd registration, AOT dispatch).
+"""
+import pytest
+import torch
+
+import fastvit
+from fastvit import ATTENTION, NORM, PATCH, BackendError
+from fastvit.ops.attention.sdpa import PINNED
+from conftest import TRITON_INTERPRETER
+
+DEFAULTS = {"attention": "sdpa", "norm": "torch", "patch": "conv"}
+TRITON = {"attention": "triton", "norm": "triton", "patch": "triton"}
+REGISTRIES = {"attention": ATTENTION, "norm": NORM, "patch": PATCH}
+
+
+def tiny(backends: dict, depth: int | None = None):
+    kw = {} if depth is None else {"depth": depth}
+    return fastvit.create_model("vit_tiny_patch16_224", img_size=32, num_classes=10, attn_backend=backends["attention"],
+                                norm_backend=backends["norm"], patch_backend=backends["patch"], **kw)
+
+
+def _skip_unless_available(backends: dict):
+    for op, name in backends.items():
+        ok, reason = REGISTRIES[op].availability(name, "cpu", torch.float32, **REGISTRIES[op].probe_shape)
+        if not ok:
+            pytest.skip(f"{op} backend {name!r} cannot run here: {reason}")
+
+
+def _forget_routes():
+    """A cold start: availability is checked while dynamo traces (as a constant, not traced)."""
+    for reg in REGISTRIES.values():
+        reg.routes.clear()
+
+
+def _matrix():
+    """The defaults with one op's backend swapped, for every registered backend; all three triton."""
+    seen = []
+    for op, reg in REGISTRIES.items():
+        for name in reg.names():
+            backends = {**DEFAULTS, op: name}
+            if backends not in seen:
+                seen.append(backends)
+    return [pytest.param(b, id="-".join(b.values())) for b in seen + [TRITON]]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("backends", _matrix())
+def test_forward_has_no_graph_break(backends):
+    _skip_unless_available(backends)
+    model, x = tiny(backends).eval(), torch.randn(1, 3, 32, 32)
+    _forget_routes()
+    explained = torch._dynamo.explain(model)(x)
+    assert explained.graph_break_count == 0, [str(r.reason)[:300] for r in explained.break_reasons]
+    assert explained.graph_count == 1
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model, backend="eager", fullgraph=True)(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backends", [pytest.param(DEFAULTS, id="defaults"), pytest.param(TRITON, id="triton")])
+def test_training_step_compiles_in_one_graph(backends):
+    """fullgraph=True with AOTAutograd: the backward is traced through each custom op's autograd
+    formula and fake implementations; loss and every parameter gradient equal eager's."""
+    _skip_unless_available(backends)
+    model, x = tiny(backends, depth=2), torch.randn(2, 3, 32, 32)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    loss = compiled(x).square().mean()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    eager = model(x).square().mean()
+    eager.backward()
+    torch.testing.assert_close(loss, eager, rtol=0, atol=0)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_model_without_explicit_backends_compiles_and_follows_the_selection(monkeypatch):
+    """A module that names no backend reads the selection per call (use_backend, the environment,
+    the default): in one graph, guarded, so a compiled model follows a later change by recompiling."""
+    monkeypatch.delenv(ATTENTION.env_var, raising=False)
+    model, x = fastvit.create_model("vit_tiny_patch16_224", img_size=32, num_classes=10, depth=1).eval(), \
+        torch.randn(1, 3, 32, 32)
+    explained = torch._dynamo.explain(model)(x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), \
+        [str(r.reason)[:300] for r in explained.break_reasons]
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="eager")
+    with torch.no_grad():
+        compiled(x)
+        with fastvit.use_backend(attention="xformers"), pytest.raises(BackendError, match="'xformers' cannot run"):
+            compiled(x)  # CUDA only: the refusal proves the new selection reached the compiled model
+        compiled(x)
+        monkeypatch.setenv(ATTENTION.env_var, "xformers")
+        with pytest.raises(BackendError, match="'xformers' cannot run"):
+            compiled(x)
+
+
+@pytest.mark.parametrize("backends", [pytest.param(DEFAULTS, id="defaults"), pytest.param(TRITON, id="triton"),
+                                      pytest.param({"attention": "naive", "norm": "torch", "patch": "einops"},
+                                                   id="naive-torch-einops")])
+def test_export(backends):
+    _skip_unless_available(backends)
+    model, x = tiny(backends, depth=2).eval(), torch.randn(1, 3, 32, 32)
+    program = torch.export.export(model, (x,))
+    ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    own = {op for op in ops if op.startswith("fastvit_kernels.")}
+    if backends == TRITON:
+        assert own == {"fastvit_kernels.flash_attn_fwd.default", "fastvit_kernels.layer_norm_fwd.default",
+                       "fastvit_kernels.patch_embed_fwd.default"}
+    else:
+        assert not own
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x), rtol=0, atol=0)
+
+
+def test_export_of_the_default_selection_records_the_backend_in_force():
+    """A model that names no backend exports the ones selected when export runs (use_backend, the
+    environment, the defaults): the exported program is a graph, it no longer selects."""
+    model, x = fastvit.create_model("vit_tiny_patch16_224", img_size=32, num_classes=10, depth=1).eval(), \
+        torch.randn(1, 3, 32, 32)
+    with fastvit.use_backend("naive"):
+        program = torch.export.export(model, (x,))
+    ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert "aten.softmax.int" in ops and "aten.scaled_dot_product_attention.default" not in ops
+
+
+@pytest.mark.parametrize("name", list(PINNED))
+def test_export_does_not_record_a_pinned_sdpa_kernel(name):
+    """PyTorch limit: torch.export (strict or not) keeps SDPA as one aten op and drops the
+    sdpa_kernel context manager around it, so the exported program of a pinned backend picks its
+    SDPA kernel when it runs, as the unpinned one does (torch.compile keeps the pin)."""
+    _skip_unless_available({**DEFAULTS, "attention": name})
+    model = tiny({**DEFAULTS, "attention": name}, depth=1).eval()
+    program = torch.export.export(model, (torch.randn(1, 3, 32, 32),))
+    ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert "aten.scaled_dot_product_attention.default" in ops
+    assert not any("sdpa_kernel" in op or "_scaled_dot_product_attention_math" in op for op in ops)
+
+
+def test_attention_with_bias_compiles(monkeypatch):
+    """Swin's call: attention with an additive bias, through the registry, in one graph."""
+    backends = [n for n in ATTENTION.names() if ATTENTION.get(n).takes_bias
+                and ATTENTION.availability(n, "cpu", torch.float32, head_dim=32, bias=True)[0]]
+    assert "triton" in backends or not TRITON_INTERPRETER
+    q, k, v = (torch.randn(2, 3, 49, 32) for _ in range(3))
+    bias = torch.randn(1, 3, 49, 49)
+    for name in backends:
+        torch._dynamo.reset()
+        fn = lambda q, k, v, bias: fastvit.attention(q, k, v, backend=name, bias=bias)  # noqa: E731
+        explained = torch._dynamo.explain(fn)(q, k, v, bias)
+        assert explained.graph_break_count == 0, (name, [str(r.reason)[:300] for r in explained.break_reasons])
+        torch.testing.assert_close(torch.compile(fn, backend="eager", fullgraph=True)(q, k, v, bias),
+                                   fn(q, k, v, bias), rtol=0, atol=0, msg=name)
+
+
+def test_backend_errors_stay_typed_in_eager_and_compiled():
+    q = torch.randn(1, 2, 5, 64)
+    fn = lambda q: fastvit.attention(q, q, q, backend="xformers")  # noqa: E731  (CUDA only)
+    with pytest.raises(BackendError, match="'xformers' cannot run on cpu"):
+        fn(q)
+    with pytest.raises(BackendError, match="'xformers' cannot run on cpu"):
+        torch.compile(fn, backend="eager")(q)
+
+
+# -- the kernels' custom ops -----------------------------------------------------------------------
+def _kernel_cases():
+    from kernels.flash_attention import flash_attn_fwd
+    from kernels.layer_norm import layer_norm_fwd
+    from kernels.patch_embed import patch_embed_fwd
+
+    def t(*shape, dtype=torch.float32):
+        return torch.randn(*shape, dtype=dtype, requires_grad=True)
+
+    return {
+        "flash_attn": (flash_attn_fwd, lambda: (t(1, 2, 20, 16), t(1, 2, 20, 16), t(1, 2, 20, 16), None, 0.25)),
+        "flash_attn-bias": (flash_attn_fwd, lambda: (t(2, 2, 20, 16), t(2, 2, 20, 16), t(2, 2, 20, 16),
+                                                     t(1, 2, 20, 20), 0.25)),
+        "layer_norm": (layer_norm_fwd, lambda: (t(3, 5, 24), None, t(24), t(24), 1e-6, torch.float32)),
+        "add_layer_norm-mixed": (layer_norm_fwd, lambda: (t(3, 5, 24, dtype=torch.float16), t(3, 5, 24), t(24),
+                                                          None, 1e-5, torch.float32)),
+        "patch_embed-T2": (patch_embed_fwd, lambda: (t(2, 3, 8, 12), t(16, 3, 4, 4), t(16), t(1, 2 + 6, 16),
+                                                     t(1, 2, 16))),
+    }
+
+
+@pytest.mark.parametrize("case", list(_kernel_cases()))
+def test_custom_ops_pass_opcheck(case):
+    if not TRITON_INTERPRETER:
+        pytest.skip("runs the kernels on CPU tensors, through Triton's interpreter")
+    op, make_args = _kernel_cases()[case]
+    torch.library.opcheck(op, make_args())
+
+
+def test_eager_calls_skip_the_dispatcher_and_tracers_see_the_ops():
+    """Eagerly each kernel applies its autograd.Function (no custom-op dispatch per call); under any
+    tracer (here make_fx, a dispatch mode) the same call records the custom op."""
+    if not TRITON_INTERPRETER:
+        pytest.skip("runs the kernels on CPU tensors, through Triton's interpreter")
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    import kernels
+
+    q = torch.randn(1, 2, 8, 16, requires_grad=True)
+    assert type(kernels.flash_attention(q, q, q).grad_fn).__name__ == "FlashAttentionFnBackward"
+    x, w = torch.randn(4, 8, requires_grad=True), torch.randn(8, requires_grad=True)
+    assert type(kernels.layer_norm(x, w, None).grad_fn).__name__ == "LayerNormFnBackward"
+    graph = make_fx(lambda q: kernels.flash_attention(q, q, q, bias=torch.zeros(8, 8)))(q.detach()).graph
+    assert "fastvit_kernels.flash_attn_fwd.default" in {str(n.target) for n in graph.nodes}
