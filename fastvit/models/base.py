@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from fastvit.errors import ConfigError, DeviceError, DTypeError, ShapeError
+from fastvit.models.pos_embed import resample_pos_embed
 from fastvit.registry import registry
 
 # the config field that pins each op's backend
@@ -22,6 +23,16 @@ def check_positive(cfg, *names: str) -> None:
         if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                                  and v > 0 for v in values):
             raise ConfigError(f"{type(cfg).__name__}.{name} must be positive, got {value!r}")
+
+
+def check_integers(cfg, *names: str) -> None:
+    """ConfigError naming the field unless each is an int (tuples: every element)."""
+    for name in names:
+        value = getattr(cfg, name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            what = "integers" if values is value else "an integer"
+            raise ConfigError(f"{type(cfg).__name__}.{name} must be {what}, got {value!r}")
 
 
 def check_rates(cfg, *names: str) -> None:
@@ -71,6 +82,12 @@ class BackendModel(nn.Module):
     whether a backend can run the model."""
 
     cfg = None
+    # rows of a token-sequence pos_embed (1, T + N, E) before the patch grid: ViT's CLS token (T = 1);
+    # distilled DeiT sets 2
+    num_prefix_tokens = 1
+    # names (last key component) of buffers the model computes from its config that checkpoints
+    # written by other code may carry, e.g. Swin's relative_position_index: load_checkpoint drops them
+    derived_state_keys: tuple[str, ...] = ()
 
     def set_backend(self, op: str, name: str | None) -> None:
         """Pin every ``op`` module of the model to backend ``name`` (None: follow use_backend, the
@@ -98,3 +115,22 @@ class BackendModel(nn.Module):
             if not ok:
                 return ok, reason
         return True, ""
+
+    # -- checkpoints (fastvit.load_checkpoint) -------------------------------------------------------
+    def convert_checkpoint(self, state: dict) -> dict:
+        """A checkpoint's state dict in this model's layout (renamed entries of another layout the
+        family's checkpoints come in). Default: unchanged."""
+        return state
+
+    def resample_state(self, key: str, value: torch.Tensor) -> torch.Tensor | None:
+        """Checkpoint entry ``key``, whose shape differs from the model's, made for this model's
+        resolution; None when the entry does not depend on the resolution (load_checkpoint then
+        reports the mismatch).
+
+        Default: a token-sequence ``pos_embed`` (1, T + N, E) -- ViT, DeiT -- resampled to
+        ``cfg.grid_size`` (bicubic, antialiased, float32, as timm), its T = ``num_prefix_tokens``
+        prefix rows kept; the checkpoint's grid is taken to be square. Families with another layout
+        override this (PiT's spatial map)."""
+        if key != "pos_embed" or value.dim() != 3:
+            return None
+        return resample_pos_embed(value, self.cfg.grid_size, num_prefix_tokens=self.num_prefix_tokens)

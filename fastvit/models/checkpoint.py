@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from fastvit.errors import CheckpointError
-from fastvit.models.pos_embed import resample_pos_embed
 
 
 WRAPPERS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")  # training scripts' envelopes
@@ -81,39 +80,63 @@ def _read(path_or_state_dict) -> dict:
 
 
 def load_checkpoint(model, path_or_state_dict, *, strict: bool = True) -> dict:
-    """Load a timm-format ViT state dict into ``model``, resampling pos_embed if the grid differs.
+    """Load a timm-format state dict into a fastvit model, adapting it to the model's resolution.
 
-    Files are read with ``torch.load(..., weights_only=True)``. A checkpoint made at another
-    resolution has its position embedding resampled to the model's grid (bicubic, antialiased, in
-    float32), as timm does.
+    Files are read with ``torch.load(..., weights_only=True)``. The model says how its checkpoints
+    are adapted (``BackendModel``): ``convert_checkpoint`` renames another layout of the family's
+    checkpoints (original Microsoft Swin files), entries named in ``derived_state_keys`` (buffers the
+    model computes itself, e.g. Swin's ``relative_position_index`` / ``attn_mask``) are dropped, and
+    a tensor whose shape differs goes through ``resample_state``: a position embedding made at
+    another resolution is resampled to the model's grid (bicubic, antialiased, in float32, as timm
+    does; ViT / DeiT token sequences with their 1 or 2 prefix rows kept, PiT's spatial map).
 
     Args:
-        model: a fastvit VisionTransformer.
+        model: a fastvit model (any family).
         path_or_state_dict: a file path or a state dict (optionally wrapped under "state_dict"/"model").
         strict: raise on missing or unexpected keys (the default).
 
     Returns:
-        ``{"missing": [...], "unexpected": [...], "resampled_pos_embed": (old_tokens, new_tokens) or None}``.
+        ``{"missing": [...], "unexpected": [...], "resampled_pos_embed": (old, new) or None,
+        "dropped": [...]}``: ``resampled_pos_embed`` counts the positions before and after (rows of a
+        token sequence, prefix included; H * W cells of a map); ``dropped`` the derived entries removed.
 
     Raises:
-        CheckpointError: missing or unexpected keys (strict), or a tensor whose shape differs.
+        CheckpointError: missing or unexpected keys (strict), or a tensor whose shape differs and
+            cannot be resampled (named with both shapes).
     """
-    state = dict(_read(path_or_state_dict))
+    state = model.convert_checkpoint(dict(_read(path_or_state_dict)))
     own = model.state_dict()
+    derived = set(model.derived_state_keys)
+    dropped = sorted(k for k in state if k not in own and k.rsplit(".", 1)[-1] in derived)
+    for key in dropped:
+        del state[key]
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if strict and (missing or unexpected):
         raise CheckpointError(f"checkpoint does not match the model: missing keys {missing}, unexpected keys {unexpected}")
     resampled = None
-    if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
-        old = state["pos_embed"]
-        if old.dim() != 3 or old.shape[-1] != own["pos_embed"].shape[-1]:
-            raise CheckpointError(f"pos_embed shape {tuple(old.shape)} cannot be resampled to {tuple(own['pos_embed'].shape)}")
-        state["pos_embed"] = resample_pos_embed(old, model.cfg.grid_size)
-        resampled = (old.shape[1], state["pos_embed"].shape[1])
+    for key in [k for k, v in state.items() if k in own and v.shape != own[k].shape]:
+        old = state[key]
+        try:
+            new = model.resample_state(key, old)
+        except ValueError as err:  # e.g. a pos_embed whose grid is not square
+            raise CheckpointError(f"{key} shape {tuple(old.shape)} cannot be resampled to "
+                                  f"{tuple(own[key].shape)}: {err}") from None
+        if new is None:
+            continue  # reported with the other shape mismatches below
+        if new.shape != own[key].shape:
+            raise CheckpointError(f"{key} shape {tuple(old.shape)} cannot be resampled to {tuple(own[key].shape)}")
+        state[key] = new
+        if key == "pos_embed":
+            resampled = (_positions(old), _positions(new))
     bad = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
            for k, v in state.items() if k in own and v.shape != own[k].shape]
     if bad:
         raise CheckpointError("checkpoint tensor shapes differ from the model: " + "; ".join(bad))
     model.load_state_dict(state, strict=strict)
-    return {"missing": missing, "unexpected": unexpected, "resampled_pos_embed": resampled}
+    return {"missing": missing, "unexpected": unexpected, "resampled_pos_embed": resampled, "dropped": dropped}
+
+
+def _positions(pos_embed: torch.Tensor) -> int:
+    """Positions of a (1, T + N, E) sequence (its rows) or a (1, E, H, W) map (H * W)."""
+    return pos_embed.shape[1] if pos_embed.dim() == 3 else pos_embed.shape[-2] * pos_embed.shape[-1]
