@@ -36,7 +36,8 @@ def test_state_dict_loads_as_is_and_reproduces_timm(fixture):
 def test_load_checkpoint_same_resolution(fixture):
     model = fixture_model(fixture)
     info = load_checkpoint(model, fixture["state_dict"])
-    assert info == {"missing": [], "unexpected": [], "resampled_pos_embed": None, "dropped": []}
+    assert info == {"missing": [], "unexpected": [], "resampled_pos_embed": None, "dropped": [], "converted": None,
+                    "warnings": []}
     assert_close(logits(model, fixture["x32"]), fixture["logits32"], name="logits at 32 px")
 
 

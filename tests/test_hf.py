@@ -3,6 +3,7 @@ fixture made with transformers (no transformers needed), and HF models built wit
 against timm's logits stored in the variants fixture (needs transformers; skipped with the reason)."""
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,47 @@ def test_logits_match_hf_with_its_eps():
     note = hf.eps_note(1e-6)
     assert "1e-12" in note and "1e-06" in note and "norm_eps=1e-12" in note
     assert hf.eps_note(1e-12) is None
+
+
+def _bare_model(norm_eps: float):
+    kw = {k: v for k, v in HF_FX["timm_kwargs"].items() if k != "norm_eps"}
+    return fastvit.create_model("vit_tiny_patch16_224", **kw, norm_eps=norm_eps).eval()
+
+
+@pytest.mark.parametrize("which", ["state_dict", "state_dict_module"])
+def test_load_checkpoint_takes_an_hf_file(tmp_path, which):
+    """fastvit.load_checkpoint recognises the HF state dict, converts it and reports what it did;
+    with HF's eps the logits are HF's."""
+    path = tmp_path / "hf_vit.pt"
+    torch.save(HF_FX[which], path)
+    model = _bare_model(1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about: the eps matches
+        info = fastvit.load_checkpoint(model, path)
+    assert info["converted"]["converted_from"] == "transformers ViTForImageClassification"
+    assert info["warnings"] == [] and info["missing"] == info["unexpected"] == []
+    with torch.no_grad():
+        assert_close(model(images(HF_FX["inputs"][32])), HF_FX["logits32"], name="load_checkpoint(HF) vs HF logits")
+
+
+def test_load_checkpoint_reports_an_eps_that_differs():
+    model = _bare_model(1e-6)
+    with pytest.warns(UserWarning, match=r"layer_norm_eps=1e-12; this model uses 1e-06"):
+        info = fastvit.load_checkpoint(model, HF_FX["state_dict"])
+    assert len(info["warnings"]) == 1 and "norm_eps=1e-12" in info["warnings"][0]
+    assert "default 1e-12 assumed" in info["converted"]["layer_norm_eps_source"]
+    with warnings.catch_warnings():  # the checkpoint's config says 1e-6: nothing differs
+        warnings.simplefilter("error")
+        info = fastvit.load_checkpoint(model, HF_FX["state_dict"], hf_config={"layer_norm_eps": 1e-6})
+    assert info["warnings"] == [] and info["converted"]["layer_norm_eps_source"] == "config"
+
+
+def test_load_checkpoint_of_a_bare_hf_vit_model_names_the_missing_head():
+    state = {k[len("vit."):]: v for k, v in HF_FX["state_dict"].items() if k.startswith("vit.")}
+    with pytest.raises(CheckpointError, match=r"missing keys \['head.bias', 'head.weight'\]"):
+        fastvit.load_checkpoint(_bare_model(1e-12), state)
+    info = fastvit.load_checkpoint(_bare_model(1e-12), state, strict=False)
+    assert "num_classes=0" in info["converted"]["no_classifier"]
 
 
 def test_detection():

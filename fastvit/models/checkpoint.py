@@ -4,11 +4,13 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
 
 from fastvit.errors import CheckpointError
+from fastvit.models.hf.keys import detect_hf, eps_note, hf_to_timm, hf_vit_to_timm
 
 
 WRAPPERS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")  # training scripts' envelopes
@@ -79,10 +81,32 @@ def _read(path_or_state_dict) -> dict:
     return unwrap(path_or_state_dict)
 
 
-def load_checkpoint(model, path_or_state_dict, *, strict: bool = True) -> dict:
+def from_hf(state: dict, model, hf_config: dict | None = None) -> tuple[dict, dict | None, list[str]]:
+    """(timm-format state, the conversion's notes or None, warnings): an HF transformers state dict
+    (ViT, DeiT or Swin, recognised by its keys) converted to timm's names (q, k, v fused into qkv,
+    the classifier as the head); any other state returned as it is. For HF ViT the LayerNorm eps
+    is compared with the model's: HF's default is 1e-12 (a state dict does not record it; pass the
+    checkpoint's config.json as ``hf_config`` when it is known), and a difference is a warning."""
+    family = detect_hf(state)
+    if family is None:
+        return state, None, []
+    if family != "vit":
+        converted, notes = hf_to_timm(state, family)
+        return converted, notes, []
+    converted, notes = hf_vit_to_timm(state, hf_config)
+    model_eps = getattr(getattr(model, "cfg", None), "norm_eps", None)
+    note = None if model_eps is None else eps_note(model_eps, notes["layer_norm_eps"])
+    return converted, notes, [note] if note else []
+
+
+def load_checkpoint(model, path_or_state_dict, *, strict: bool = True, hf_config: dict | None = None) -> dict:
     """Load a timm-format state dict into a fastvit model, adapting it to the model's resolution.
 
-    Files are read with ``torch.load(..., weights_only=True)``. The model says how its checkpoints
+    Files are read with ``torch.load(..., weights_only=True)``. HF transformers state dicts (ViT,
+    ``ViTModel`` / ``ViTForImageClassification``; DeiT; Swin) are recognised by their keys and
+    converted first (:func:`from_hf`); an HF ViT's LayerNorm eps (1e-12 unless ``hf_config``, its
+    config.json as a dict, says otherwise) that differs from the model's is reported under
+    ``warnings`` and issued as a UserWarning. The model says how its checkpoints
     are adapted (``BackendModel``): ``convert_checkpoint`` renames another layout of the family's
     checkpoints (original Microsoft Swin files), entries named in ``derived_state_keys`` (buffers the
     model computes itself, e.g. Swin's ``relative_position_index`` / ``attn_mask``) are dropped, and
@@ -97,14 +121,19 @@ def load_checkpoint(model, path_or_state_dict, *, strict: bool = True) -> dict:
 
     Returns:
         ``{"missing": [...], "unexpected": [...], "resampled_pos_embed": (old, new) or None,
-        "dropped": [...]}``: ``resampled_pos_embed`` counts the positions before and after (rows of a
-        token sequence, prefix included; H * W cells of a map); ``dropped`` the derived entries removed.
+        "dropped": [...], "converted": notes or None, "warnings": [...]}``: ``resampled_pos_embed``
+        counts the positions before and after (rows of a token sequence, prefix included; H * W cells
+        of a map); ``dropped`` the derived entries removed; ``converted`` what an HF conversion did
+        (its source class, key spelling, dropped HF entries, the eps assumed).
 
     Raises:
         CheckpointError: missing or unexpected keys (strict), or a tensor whose shape differs and
             cannot be resampled (named with both shapes).
     """
-    state = model.convert_checkpoint(dict(_read(path_or_state_dict)))
+    state, converted, notes = from_hf(dict(_read(path_or_state_dict)), model, hf_config)
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    state = model.convert_checkpoint(state)
     own = model.state_dict()
     derived = set(model.derived_state_keys)
     dropped = sorted(k for k in state if k not in own and k.rsplit(".", 1)[-1] in derived)
@@ -134,7 +163,8 @@ def load_checkpoint(model, path_or_state_dict, *, strict: bool = True) -> dict:
     if bad:
         raise CheckpointError("checkpoint tensor shapes differ from the model: " + "; ".join(bad))
     model.load_state_dict(state, strict=strict)
-    return {"missing": missing, "unexpected": unexpected, "resampled_pos_embed": resampled, "dropped": dropped}
+    return {"missing": missing, "unexpected": unexpected, "resampled_pos_embed": resampled, "dropped": dropped,
+            "converted": converted, "warnings": notes}
 
 
 def _positions(pos_embed: torch.Tensor) -> int:
