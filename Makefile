@@ -16,7 +16,7 @@ setup: $(VENV)/.installed-$(EXTRAS)
 # needed): it rewrites reports/audit/ (deterministic: a clean run leaves no diff) and fails on any
 # config of the default space that does not compile, overflows shared memory or spills.
 test: setup
-	$(PY) -m pytest -rs tests
+	$(PY) -m pytest -rs -n auto tests
 	$(PY) -m kernels.audit --arch sm_90,sm_80 --out reports/audit
 
 # The main job: the resolution sweep on this machine's default device (CUDA if present, else CPU),

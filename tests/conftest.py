@@ -57,3 +57,9 @@ def kernel_device_runs(request):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def subprocess_env() -> dict:
+    """This process's environment for a child pytest (a sweep): without the variables pytest-xdist
+    sets in its workers, which would make the child's pytest-benchmark think it runs distributed."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT_TEST"))}

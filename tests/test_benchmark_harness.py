@@ -3,7 +3,6 @@
 Never asserts on timings; memory is compared as ratios across sizes, never in absolute bytes.
 """
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 import fastvit
 from fastvit import bench as fb
 from fastvit.report import load_results, write_report
+from conftest import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = {"op", "backend", "model", "resolution", "tokens", "batch", "dtype", "device", "device_name", "pass",
@@ -26,7 +26,7 @@ def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     # tests/conftest.py has set TRITON_INTERPRET=1 here; the subprocess inherits it, and the sweep must
     # still refuse to time the Triton backends on CPU
-    env = dict(os.environ)
+    env = subprocess_env()
     cmd = [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "-q", "-p", "no:cacheprovider",
            "--model", "vit_tiny_patch16_224", "--resolutions", "64,192", "--batch-size", "1", "--device", "cpu",
            "--time-budget", "4", "--threads", "1",  # roomy: these rows must be timed even on a busy machine

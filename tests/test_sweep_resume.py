@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import subprocess_env
 from fastvit.bench.results import KEY, ResultsError, ResultsFile, read_rows, row_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def sweep_cmd(out: Path, *extra: str) -> list[str]:
 
 
 def run(cmd, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def keys_of(path: Path) -> list[tuple]:
@@ -35,7 +36,7 @@ def keys_of(path: Path) -> list[tuple]:
 
 
 def interrupt(cmd, rows_file: Path, sig: int, after_rows: int = 3) -> None:
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if rows_file.exists() and rows_file.read_text().count("\n") >= 1 + after_rows:
