@@ -28,7 +28,7 @@ bench: setup
 	@dir=reports/$$($(PY) -m fastvit.bench slug); start=$$(date +%s); \
 	mkdir -p $$dir && rm -f $$dir/report.md $$dir/*.png; \
 	echo "[bench] sweep on $$($(PY) -m fastvit.bench device), results in $$dir"; \
-	PYTHON=$(PY) scripts/sweep.sh $$dir benchmarks/ $(BENCH_ARGS); status=$$?; \
+	PYTHON=$(PY) scripts/sweep.sh $$dir benchmarks/ --peers $(BENCH_ARGS); status=$$?; \
 	results=$$dir/results.json; [ -s $$results ] || results=$$dir/results.jsonl; \
 	$(PY) -m fastvit.cli report $$results -o $$dir || status=1; \
 	echo "[bench] finished in $$(( $$(date +%s) - start )) s; report: $$dir/report.md"; exit $$status

@@ -2,7 +2,7 @@
 
     pytest benchmarks/ --benchmark-only [--attn-backend=naive,sdpa] [--resolutions=224,384]
         [--model=NAME] [--dtype=fp32] [--device=cpu] [--batch-size=1] [--pass=fwd,train]
-        [--compile] [--results=PATH.jsonl] [--time-budget=SECONDS] [--threads=N]
+        [--compile | --compile-at=R,R] [--peers] [--results=PATH.jsonl] [--time-budget=SECONDS] [--threads=N]
         [--resume [--force-resume]] [--benchmark-json=PATH.json]
 
 Every ``bench_<op>.py`` here declares ``OP`` and one test taking ``impl``, ``resolution``,
@@ -48,10 +48,11 @@ def pytest_addoption(parser):
                 "uses the default 'torch' unless this is given)")
     g.addoption("--patch-backend", metavar="A,B", help="patch-embedding backends (default: all; the whole-model "
                 "sweep uses the default 'conv' unless this is given)")
-    g.addoption("--resolutions", default="224,384,512,768,1024", metavar="R,R", help="square image sizes in px")
+    g.addoption("--resolutions", metavar="R,R", help="square image sizes in px (default per device: "
+                + "; ".join(f"{d}: {','.join(map(str, v.resolutions))}" for d, v in fb.DEFAULTS.items()) + ")")
     g.addoption("--model", metavar="A,B", help="presets of any family for the whole-model rows; the op-level rows "
                 "use the shapes of the first ViT-family one (default per device: "
-                + ", ".join(f"{d}: {v.model}" for d, v in fb.DEFAULTS.items()) + ")")
+                + "; ".join(f"{d}: {','.join(v.models)}" for d, v in fb.DEFAULTS.items()) + ")")
     g.addoption("--peers", action="store_true", help="add whole-model rows of timm's and HF transformers' builds "
                 "of the same presets (same weights) and of CNN baselines (" + ", ".join(CNNS) + ")")
     g.addoption("--dtype", metavar="D,D", help=f"{', '.join(DTYPES)} (default per device: "
@@ -61,7 +62,12 @@ def pytest_addoption(parser):
                 + ", ".join(f"{d}: {v.batch}" for d, v in fb.DEFAULTS.items()))
     g.addoption("--pass", dest="fastvit_pass", default="fwd,train", metavar="P,P",
                 help="fwd (inference under no_grad) and/or train (forward + backward)")
-    g.addoption("--compile", action="store_true", help="add a torch.compile row ('<backend>+compile') per backend")
+    g.addoption("--compile", action="store_true", help="add a torch.compile row ('<backend>+compile') per backend, "
+                "op and resolution")
+    g.addoption("--compile-at", metavar="R,R", help="without --compile: the resolutions of the +compile rows of the "
+                "op-level preset's whole model, added by default ('none' for none; default per device: "
+                + "; ".join(f"{d}: {','.join(map(str, v.compile_at)) or 'none'}" for d, v in fb.DEFAULTS.items())
+                + ")")
     g.addoption("--results", metavar="PATH", help="JSONL file the rows are appended to as they finish "
                 "(default: .benchmarks/fastvit-<device>.jsonl; a new sweep starts a new file)")
     g.addoption("--time-budget", type=float, metavar="S", help="seconds of timed rounds one configuration may "
@@ -81,6 +87,7 @@ class Settings:
     model: str           # the preset whose shapes the op-level rows use
     peers: bool
     resolutions: list
+    compile_at: list     # without --compile: where the op-level preset's whole model gets +compile rows
     batch: int
     dtypes: list
     passes: list
@@ -99,9 +106,9 @@ def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _backends(config, option: str, registry, compile_: bool) -> list[str]:
+def _backends(config, option: str, registry, compile_: bool, default=None) -> list[str]:
     value = config.getoption(option)
-    names = _split(value) if value else registry.names()
+    names = _split(value) if value else list(default or registry.names())
     for name in names:
         if name not in registry.names():
             raise pytest.UsageError(f"--{option.replace('_', '-')}: unknown {registry.op} backend {name!r}; "
@@ -114,7 +121,7 @@ def _settings(config) -> Settings:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError("--device=cuda but CUDA is not available")
     defaults = fb.defaults_for(device)
-    models = _split(config.getoption("model") or defaults.model)
+    models = _split(config.getoption("model") or ",".join(defaults.models))
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise pytest.UsageError(f"--model: unknown preset(s) {unknown}; known: {', '.join(list_models())}")
@@ -126,13 +133,19 @@ def _settings(config) -> Settings:
         if bad:
             raise pytest.UsageError(f"{flag}: unknown {bad}; choose from {', '.join(allowed)}")
     try:
-        resolutions = [int(r) for r in _split(config.getoption("resolutions"))]
+        resolutions = [int(r) for r in _split(config.getoption("resolutions") or ",".join(map(str, defaults.resolutions)))]
+        at = config.getoption("compile_at")
+        compile_at = [] if at == "none" else [int(r) for r in _split(at)] if at else list(defaults.compile_at)
     except ValueError:
-        raise pytest.UsageError("--resolutions takes comma-separated integers, e.g. 224,384") from None
+        raise pytest.UsageError("--resolutions and --compile-at take comma-separated integers, e.g. 224,384") from None
     compile_ = config.getoption("compile")
+    compile_at = [r for r in compile_at if r in resolutions] if not compile_ else []
+    model_impls = _backends(config, "attn_backend", ATTENTION, compile_, default=defaults.model_backends)
+    if compile_at:  # the default compile rows: the op-level preset's whole model, eager beside compiled
+        model_impls += [f"{n}+compile" for n in model_impls]
     impls = {
         "attention": _backends(config, "attn_backend", ATTENTION, compile_),
-        "model": _backends(config, "attn_backend", ATTENTION, compile_),
+        "model": model_impls,
         "layernorm": _backends(config, "norm_backend", NORM, compile_),
         "patch_embed": _backends(config, "patch_backend", PATCH, compile_),
     }
@@ -140,7 +153,7 @@ def _settings(config) -> Settings:
     vit_patch = _split(config.getoption("patch_backend")) if config.getoption("patch_backend") else [PATCH.default]
     results = Path(config.getoption("results") or f".benchmarks/fastvit-{device.type}.jsonl")
     return Settings(device=device, models=models, model=op_models[0], peers=config.getoption("peers"),
-                    resolutions=resolutions,
+                    resolutions=resolutions, compile_at=compile_at,
                     batch=config.getoption("batch_size") or defaults.batch, dtypes=dtypes, passes=passes,
                     impls=impls, vit_norm=vit_norm, vit_patch=vit_patch, results=results,
                     time_budget=config.getoption("time_budget"))
@@ -205,6 +218,24 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("vit_patch", s.vit_patch, ids=[f"patch={p}" for p in s.vit_patch])
     metafunc.parametrize("pass_name", s.passes)
     metafunc.parametrize("dtype_name", s.dtypes)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The default compile rows (``compile_at``) are the op-level preset's whole model at those sizes:
+    the other whole-model +compile items are deselected."""
+    s = config.stash.get(_SETTINGS, None)
+    if s is None or not s.compile_at:
+        return
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        source = params.get("source")
+        compiled = source is not None and source[0] == "fastvit" and fb.split_impl(source[1])[1]
+        wanted = params.get("model_name") == s.model and params.get("resolution") in s.compile_at
+        (drop if compiled and not wanted else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")

@@ -286,3 +286,24 @@ def test_nested_attention_spans_count_once():
             pass
         inner = clock._seconds
     assert inner == 0.0 and clock.seconds() > 0.0
+
+
+def _collected(*flags) -> list[str]:
+    cmd = [sys.executable, "-m", "pytest", "benchmarks/bench_vit.py", "--benchmark-only", "--collect-only", "-q",
+           "-p", "no:cacheprovider", "--device", "cpu", *flags]
+    proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [line for line in proc.stdout.splitlines() if "::test_vit[" in line]
+
+
+def test_default_compile_rows_are_the_op_level_model_at_the_chosen_sizes():
+    """Without --compile, +compile rows only for the op-level preset's whole model at --compile-at
+    sizes (default per device); --compile-at none leaves them out; --compile puts them everywhere."""
+    flags = ["--model", "vit_tiny_patch16_224,pit_ti_224", "--resolutions", "64,96", "--pass", "fwd"]
+    items = _collected(*flags, "--compile-at", "64")
+    compiled = [i for i in items if "+compile" in i]
+    assert compiled == ["benchmarks/bench_vit.py::test_vit[64px-vit_tiny_patch16_224-sdpa+compile-norm=torch-"
+                        "patch=conv-fwd-fp32]"]
+    assert len(items) == 5  # each model eagerly at two sizes on the CPU's default backend (sdpa), and one compiled
+    assert not any("+compile" in i for i in _collected(*flags, "--compile-at", "none"))
+    assert sum("+compile" in i for i in _collected(*flags, "--compile", "--attn-backend", "sdpa")) == 4

@@ -188,3 +188,23 @@ def test_legacy_vit_rows_load_as_fastvit_models(tmp_path):
     assert set(rows["impl"]) == {"sdpa"}
     text = write_report(tmp_path / "old.jsonl", tmp_path / "out").read_text()
     assert "(model_fwd.png)" in text and "## Share of" not in text and "## fastvit, timm and HF" not in text
+
+
+def test_compile_section_sets_compiled_beside_eager():
+    """Each +compile row beside its eager row at the same size: the ratio, graphs and breaks; a
+    compiled row that did not run shows its status with a footnote; no section without compiled rows."""
+    import pandas as pd
+
+    from fastvit.report.compiled import compile_section
+
+    vit = "vit_base_patch16_224"
+    rows = [model_row(vit, 224, lat=1.0), model_row(vit, 384, lat=1.0),
+            model_row(vit, 224, backend="sdpa+compile", lat=0.5, compile_graphs=1, compile_graph_breaks=0),
+            model_row(vit, 384, backend="sdpa+compile", status="skipped: over the time budget")]
+    df = pd.DataFrame(rows).assign(impl=lambda d: d["backend"])
+    text = "\n".join(compile_section(df).lines)
+    assert "## torch.compile against eager" in text
+    assert re.search(r"\| `sdpa` \| 224 px \| [\d.]+ \w+ \| [\d.]+ \w+ \| 0\.50× \| 1 / 0 \|", text), text
+    assert re.search(r"\| `sdpa` \| 384 px \| [\d.]+ \w+ \| skipped \[1\] \| – \| – \|", text), text
+    assert "[1] skipped: over the time budget" in text
+    assert compile_section(df[~df["impl"].str.endswith("+compile")]).lines == []

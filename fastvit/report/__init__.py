@@ -8,13 +8,14 @@ FLOP/s (or GB/s) as a fraction of the device's measured matmul peak (or copy ban
 the reference backends; fitted scaling exponents; attention's share of the whole-model time, measured
 inside the model, and the resolution where it passes one half; every architecture against the image
 size, with the resolutions where a global-attention model becomes costlier than a Swin model or a CNN;
-fastvit's whole models against timm's and HF transformers' builds; the Triton kernels against their
+fastvit's whole models against timm's and HF transformers' builds; torch.compile against eager
+(latency side by side, graphs and breaks); the Triton kernels against their
 targets; ``oom`` and ``skipped`` configurations written as such. ``compare`` adds a second run side by
 side with ratios.
 
 Modules, each importing only those before it: ``facts`` (row columns, backends' parts), ``tables``,
-``load``, ``fit``, ``targets``, ``plots``, ``sections``, ``architectures``, ``compare``, ``document``,
-``html``. This module writes every file. It needs pandas, matplotlib and markdown (the ``bench`` extra).
+``load``, ``fit``, ``targets``, ``plots``, ``sections``, ``architectures``, ``compiled``, ``compare``,
+``document``, ``html``. This module writes every file. It needs pandas, matplotlib and markdown (the ``bench`` extra).
 """
 from __future__ import annotations
 
