@@ -30,6 +30,7 @@ def sweep(tmp_path_factory):
     cmd = [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "-q", "-p", "no:cacheprovider",
            "--model", "vit_tiny_patch16_224", "--resolutions", "64,192", "--batch-size", "1", "--device", "cpu",
            "--time-budget", "4", "--threads", "1",  # roomy: these rows must be timed even on a busy machine
+           "--attn-backend", ",".join(fastvit.ATTENTION.names()),  # whole models too (on CPU they default to sdpa)
            "--benchmark-json", str(out / "results.json"), "--results", str(out / "results.jsonl")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
