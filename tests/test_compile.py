@@ -6,7 +6,15 @@ step; ``torch.export`` records fastvit's Triton kernels as ``fastvit_kernels`` c
 kernels run through the interpreter on CPU, so the models are tiny (32 px, two blocks where the
 whole forward runs). Each kernel's custom ops pass ``torch.library.opcheck`` (schema, fake
 implementation against the real one, autograd registration, AOT dispatch).
+
+DeiT (distilled), Swin and PiT run the same matrix over the ops each family calls
+(``model.op_shapes()``: PiT and Swin make no patch call, Swin's attention takes a bias), each backend
+checked against the shapes the model passes; plus a training step of Swin on the triton backends
+(the flash attention kernel's bias gradient).
 """
+import contextlib
+import functools
+
 import pytest
 import torch
 
@@ -85,6 +93,131 @@ def test_training_step_compiles_in_one_graph(backends):
     torch.testing.assert_close(loss, eager, rtol=0, atol=0)
     for name, p in model.named_parameters():
         torch.testing.assert_close(grads[name], p.grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+# -- DeiT, Swin and PiT -----------------------------------------------------------------------------
+FAMILIES = {  # tests/test_variants_backends.py's small configs with fewer blocks (the interpreter runs the kernels)
+    "deit": ("deit_tiny_distilled_patch16_224", dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)),
+    # 40 px: maps 10 and 5 in windows of 4 (padded to 12 and 8), block 1 shifted (its mask in the bias), one merging
+    "swin": ("swin_tiny_patch4_window7_224", dict(img_size=40, embed_dim=16, depths=(2, 1), num_heads=(1, 2),
+                                                  window_size=4)),
+    "pit": ("pit_ti_224", dict(img_size=16, patch_size=4, stride=2, base_dims=(8, 8, 8), depths=(1, 1, 1),
+                               num_heads=(1, 2, 4))),  # maps 7, 4, 2
+}
+
+
+def family_model(family: str, backends: dict):
+    preset, config = FAMILIES[family]
+    return fastvit.create_model(preset, num_classes=10, attn_backend=backends["attention"],
+                                norm_backend=backends["norm"], patch_backend=backends["patch"], **config)
+
+
+@functools.lru_cache(maxsize=None)
+def family_ops(family: str) -> dict[str, list[dict]]:
+    """The ops the family calls, with the shapes it passes (``op_shapes``)."""
+    return family_model(family, DEFAULTS).op_shapes()
+
+
+def _skip_unless_family_runs(family: str, backends: dict):
+    """Skip, with the reason, unless every backend runs every call the model makes (the shapes it
+    passes: Swin asks for attention with a bias)."""
+    for op, shapes in family_ops(family).items():
+        for shape in shapes:
+            ok, reason = REGISTRIES[op].availability(backends[op], "cpu", torch.float32, **shape)
+            if not ok:
+                pytest.skip(f"{family}: {op} backend {backends[op]!r} cannot run the call {shape}: {reason}")
+
+
+def _family_matrix():
+    """Per family: the defaults with one called op's backend swapped, for every registered backend;
+    all triton (the patch backend of a family that makes no patch call is never called)."""
+    for family in FAMILIES:
+        ops = list(family_ops(family))
+        seen = []
+        for op in ops:
+            for name in REGISTRIES[op].names():
+                backends = {**DEFAULTS, op: name}
+                if backends not in seen:
+                    seen.append(backends)
+        for b in seen:
+            yield pytest.param(family, b, id="-".join([family] + [b[op] for op in ops]))
+        yield pytest.param(family, TRITON, id=f"{family}-all-triton")
+
+
+def test_family_matrix_covers_the_ops_each_family_calls():
+    assert set(family_ops("deit")) == {"attention", "norm", "patch"}
+    assert family_ops("deit")["patch"] == [{"patch_size": 8, "prefix_tokens": 2}]
+    assert set(family_ops("pit")) == set(family_ops("swin")) == {"attention", "norm"}  # own stems: no patch call
+    assert {s["bias"] for s in family_ops("swin")["attention"]} == {True}
+
+
+@pytest.mark.parametrize("family,backends", list(_family_matrix()))
+def test_family_forward_has_no_graph_break(family, backends):
+    """As the ViT's: one graph, no break, compiled logits bitwise equal to eager's. Traced and compared
+    in grad mode (a training forward's call; eager and compiled in one mode, as SDPA's kernel choice
+    depends on it), except Swin on sdpa-flash: PyTorch's CPU flash kernel takes no bias that requires
+    grad (Swin's relative positions), so that one runs in inference here and its grad-mode refusal is
+    test_swin_grad_mode_refusal_stays_typed_when_compiled's case."""
+    _skip_unless_family_runs(family, backends)
+    model = family_model(family, backends).eval()
+    x = torch.randn(1, 3, *model.cfg.img_size)
+    try:
+        expected, mode = model(x).detach(), contextlib.nullcontext
+    except BackendError:
+        if (family, backends["attention"]) != ("swin", "sdpa-flash"):
+            raise
+        mode = torch.no_grad
+        with mode():
+            expected = model(x)
+    _forget_routes()
+    with mode():
+        explained = torch._dynamo.explain(model)(x)
+    assert explained.graph_break_count == 0, [str(r.reason)[:300] for r in explained.break_reasons]
+    assert explained.graph_count == 1
+    torch._dynamo.reset()
+    with mode():
+        logits = torch.compile(model, backend="eager", fullgraph=True)(x).detach()
+    torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+
+
+def test_swin_grad_mode_refusal_stays_typed_when_compiled():
+    """PyTorch's CPU flash kernel takes a constant bias but not one that needs its gradient: in grad
+    mode Swin's relative position bias does, and the route key says so (bias=TRAINED), so the refusal
+    is fastvit's BackendError at the first call, eager or while dynamo traces; under no_grad it runs."""
+    backends = {**DEFAULTS, "attention": "sdpa-flash"}
+    _skip_unless_family_runs("swin", backends)
+    model = family_model("swin", backends).eval()
+    x = torch.randn(1, 3, *model.cfg.img_size)
+    with pytest.raises(BackendError, match="'sdpa-flash' cannot run"):
+        model(x)  # grad mode: the relative position bias requires grad
+    with pytest.raises(BackendError, match="'sdpa-flash' cannot run"):
+        torch.compile(model, backend="eager")(x)
+    ok, reason = fastvit.ATTENTION.availability("sdpa-flash", "cpu", torch.float32, head_dim=16, bias=True)
+    if not ok:
+        pytest.skip(f"sdpa-flash takes no constant bias here either: {reason}")
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model, backend="eager")(x), model(x), rtol=0, atol=0)
+
+
+def test_swin_training_step_compiles_in_one_graph():
+    """Swin on the triton backends, fullgraph=True with AOTAutograd: the flash attention kernel's
+    backward with a bias (relative positions plus the shift mask, dbias reduced over the windows into
+    the relative position tables); loss and every parameter gradient bitwise equal to eager's."""
+    _skip_unless_family_runs("swin", TRITON)
+    model = family_model("swin", TRITON)
+    x = torch.randn(1, 3, *model.cfg.img_size)  # one image: the bias gradients still sum over 9 windows
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    loss = compiled(x).square().mean()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    eager = model(x).square().mean()
+    eager.backward()
+    torch.testing.assert_close(loss, eager, rtol=0, atol=0)
+    tables = [n for n in grads if n.endswith("relative_position_bias_table")]
+    assert len(tables) == 3 and all(grads[n].abs().max() > 0 for n in tables)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=0, atol=0, msg=name)
 
 
 def test_model_without_explicit_backends_compiles_and_follows_the_selection(monkeypatch):

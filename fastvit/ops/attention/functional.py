@@ -6,7 +6,7 @@ import math
 import torch
 
 from fastvit.errors import DeviceError, DTypeError, ShapeError
-from fastvit.ops.attention.registry import ATTENTION
+from fastvit.ops.attention.registry import ATTENTION, TRAINED
 
 
 def validate_qkv(q, k, v, bias=None, scale=None, dropout_p=0.0) -> None:
@@ -79,7 +79,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str
         shape, dtype = q.shape, q.dtype
         if bias is not None:
             _remember_broadcast(bias.shape, shape)
-    key = (ATTENTION.selected() if backend is None else backend, q.device, dtype, shape[3], bias is not None)
+    key = (ATTENTION.selected() if backend is None else backend, q.device, dtype, shape[3],
+           bias is not None and (TRAINED if bias.requires_grad and torch.is_grad_enabled() else True))
     fn = _ROUTES.get(key) or ATTENTION.admit(key)  # ATTENTION.route, inlined
     try:
         return fn(q, k, v, scale=scale, dropout_p=dropout_p, bias=bias)

@@ -2,10 +2,16 @@
 canonical (B, H, N, D) layout and returns (B, H, N, D); one that wants another layout converts inside.
 ``bias`` is None or an additive bias broadcastable to (B, H, N, N), added to the scaled scores before
 the softmax; a backend registered without ``takes_bias`` reports itself unavailable for it.
+
+The availability checks' ``bias`` keyword: False (no bias), True (a bias), or TRAINED (a bias whose
+gradient is needed: it requires grad and grad mode is on), which some kernels refuse (PyTorch's CPU
+flash kernel) although they take a constant bias.
 """
 from __future__ import annotations
 
 from fastvit.registry import Registry, always
+
+TRAINED = "trained"
 
 ATTENTION = Registry("attention", "FASTVIT_ATTN_BACKEND", "sdpa", keys=("head_dim", "bias"),
                      probe_shape={"head_dim": 64, "bias": False})

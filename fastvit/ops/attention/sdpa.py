@@ -8,6 +8,7 @@ kernel. The bias goes in as SDPA's float ``attn_mask``.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fastvit.errors import BackendError
-from fastvit.ops.attention.registry import register
+from fastvit.ops.attention.registry import TRAINED, register
 
 PINNED = {
     "sdpa-math": SDPBackend.MATH,
@@ -64,22 +65,26 @@ def _run_pinned(kernel: SDPBackend, q, k, v, scale, dropout_p, bias):
 
 
 @functools.lru_cache(maxsize=None)
-def _probe(kernel: SDPBackend, device: str, dtype: torch.dtype, head_dim: int, bias: bool) -> tuple[bool, str]:
-    """Ask PyTorch whether ``kernel`` runs on a small input of this device, dtype and head dim."""
+def _probe(kernel: SDPBackend, device: str, dtype: torch.dtype, head_dim: int, bias) -> tuple[bool, str]:
+    """Ask PyTorch whether ``kernel`` runs on a small input of this device, dtype and head dim, with
+    no bias, a bias (True) or a bias that needs its gradient (TRAINED)."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         return False, "CUDA is not available"
     x = torch.randn(1, 2, 16, head_dim, device=device, dtype=dtype)
-    mask = torch.zeros(1, 2, 16, 16, device=device, dtype=dtype) if bias else None
+    mask = torch.zeros(1, 2, 16, 16, device=device, dtype=dtype, requires_grad=bias == TRAINED) if bias else None
     try:
-        _run_pinned(kernel, x, x, x, None, 0.0, mask)
+        with torch.enable_grad() if bias == TRAINED else contextlib.nullcontext():
+            _run_pinned(kernel, x, x, x, None, 0.0, mask)
     except RuntimeError as err:
-        return False, f"torch refused it{' with an attention bias' if bias else ''}: {err}"
+        what = " with an attention bias that needs its gradient" if bias == TRAINED else \
+            " with an attention bias" if bias else ""
+        return False, f"torch refused it{what}: {err}"
     return True, ""
 
 
 def _make(name: str, kernel: SDPBackend):
     def check(device, dtype, head_dim=64, bias=False, **shape):
-        return _probe(kernel, str(device), dtype, int(head_dim), bool(bias))
+        return _probe(kernel, str(device), dtype, int(head_dim), bias if bias == TRAINED else bool(bias))
 
     def run(q, k, v, *, scale=None, dropout_p=0.0, bias=None):
         try:
