@@ -111,7 +111,8 @@ def test_exponents_from_rows(tmp_path):
     exps = exponents(df).set_index(["op", "impl"])
     assert exps.loc[("attention", "naive"), "latency_exponent"] == pytest.approx(2.0, abs=1e-6)
     assert exps.loc[("attention", "naive"), "memory_exponent"] == pytest.approx(2.0, abs=1e-6)
-    assert exps.loc[("attention", "naive"), "points"] == 2  # the oom row at 1024 px is not a point
+    assert exps.loc[("attention", "naive"), "points"] == 3  # two sizes reach N = 1000 (the oom row at 1024 px is
+    # not a point): the largest three are fitted
     assert exps.loc[("attention", "sdpa"), "memory_exponent"] == pytest.approx(1.0, abs=1e-6)
     assert ("attention", "triton") not in exps.index
 
@@ -363,7 +364,7 @@ def test_sections_write_no_files(tmp_path, monkeypatch):
     assert [p.name for p in work.iterdir()] == [doc.figures[0].name]
 
 
-REPORT_MODULES = ["facts", "tables", "load", "fit", "targets", "plots", "sections", "architectures", "compare",
+REPORT_MODULES = ["facts", "tables", "load", "fit", "targets", "plots", "sections", "architectures", "compiled", "compare",
                   "document", "html", "__init__"]
 
 

@@ -58,7 +58,7 @@ def architectures_section(df: pd.DataFrame) -> Section:
              f"fastvit's build of every model with the default backends (attention {DEFAULT_MODEL_IMPL}, LayerNorm "
              f"{DEFAULT_NORM}, patch embedding {DEFAULT_PATCH}) and the CNN baselines, against the image size. "
              "Exponent: the slope of a least-squares line through log(value) against log(pixels) = log(res²), "
-             f"over the sizes from {FIT_MIN_RESOLUTION} px on (the largest three where fewer than two reach it): "
+             f"over the sizes from {FIT_MIN_RESOLUTION} px on (the largest three where fewer than three reach it): "
              "1 is linear in the number of tokens, 2 quadratic. A global-attention model (ViT, DeiT) becomes "
              "costlier than a Swin model or a CNN where the ratio of their median latencies rises through 1, "
              "interpolated linearly in log(ratio) against log(resolution) between the two measured sizes around "

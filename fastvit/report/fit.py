@@ -28,13 +28,13 @@ class Fit:
 
 def fit_exponent(tokens, values, min_tokens: int = FIT_MIN_TOKENS) -> Fit | None:
     """Least-squares slope of log(value) against log(N) over the sizes with N >= ``min_tokens`` (the
-    largest three sizes when fewer than two reach it); None with fewer than two usable points."""
+    largest three sizes when fewer than three reach it); None with fewer than two usable points."""
     pts = sorted((int(n), float(v)) for n, v in zip(tokens, values)
                  if n is not None and np.isfinite(n) and v is not None and np.isfinite(v) and v > 0 and n > 0)
     if len(pts) < 2:
         return None
     sel = [p for p in pts if p[0] >= min_tokens]
-    if len(sel) < 2:
+    if len(sel) < 3:
         sel = pts[-3:]
     n, v = np.log([p[0] for p in sel]), np.log([p[1] for p in sel])
     slope = float(np.polyfit(n, v, 1)[0])

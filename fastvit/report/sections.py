@@ -154,7 +154,7 @@ def exponent_section(df: pd.DataFrame) -> Section:
     pixels = (exps["axis"] == "pixels").any()
     return Section(["## Scaling exponents", "",
                     f"Slope k of a least-squares line through log(value) against log(N), value ∝ N^k, over the sizes "
-                    f"with N ≥ {FIT_MIN_TOKENS:,} (the largest three sizes where fewer than two reach it). k ≈ 2: "
+                    f"with N ≥ {FIT_MIN_TOKENS:,} (the largest three sizes where fewer than three reach it). k ≈ 2: "
                     "quadratic in tokens, like attention's N² score matrix; k ≈ 1: linear, like everything else; "
                     "k < 1: fixed costs (launches, workspaces) still weigh at these sizes."
                     + (" Models without a global token count (Swin, PiT, CNNs) are fitted against the pixels, "
