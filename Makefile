@@ -17,7 +17,7 @@ setup: $(VENV)/.installed-$(EXTRAS)
 # config of the default space that does not compile, overflows shared memory or spills.
 test: setup
 	$(PY) -m pytest -rs -n auto tests
-	$(PY) -m kernels.audit --arch sm_90,sm_80 --out reports/audit
+	$(PY) -m kernels.audit --arch sm_90,sm_80 --out reports/audit --results-cache reports/audit/results_cache.json
 
 # The main job: the resolution sweep on this machine's default device (CUDA if present, else CPU),
 # then its report, both in reports/<device>/ (results.jsonl is written row by row as the sweep goes).

@@ -204,3 +204,49 @@ def test_every_launch_is_inside_its_device_guard(monkeypatch):
         capture._patch_embed(4, 16, 8, torch.float32, T=2)
     assert len(launches) == 4 + 2 + 2 + 3 + 4 + 3
     assert guards == [[torch.device("cpu")]] * len(launches)
+
+
+_CACHE_PROBE = r"""
+import json, sys
+import kernels.audit as audit
+from kernels.audit import run_audit
+
+full = audit.model_launches
+def few(space, dtypes):  # three of the real launches, one config each: a cold compile stays short
+    launches, refused = full(space, dtypes)
+    picked = [l for l in launches if "layer_norm" in l.name][:3]
+    for l in picked:
+        l.configs = l.configs[:1]
+    return picked, refused
+audit.model_launches = few
+
+cache = {}
+rows, _ = run_audit([80], dtypes=("fp16",), jobs=1, cache=cache, toolchain="t1")
+fresh = {(r["kernel"], r["variant"], r["config"]): r for r in rows}
+# a forged entry proves reuse: the audit reports what the cache holds for an unchanged key
+key = next(iter(cache))
+cache[key] = dict(cache[key], registers=999)
+again, _ = run_audit([80], dtypes=("fp16",), jobs=1, cache=cache, toolchain="t1")
+other, _ = run_audit([80], dtypes=("fp16",), jobs=1, cache={k: dict(v, registers=999) for k, v in cache.items()},
+                     toolchain="t2")
+print("CACHE-PROBE " + json.dumps(dict(n=len(rows), keys=len(cache),
+      forged=sum(r["registers"] == 999 for r in again), other=sum(r["registers"] == 999 for r in other),
+      same=all(fresh[(r["kernel"], r["variant"], r["config"])] == r for r in again if r["registers"] != 999))))
+"""
+
+
+def test_results_cache_reuses_only_unchanged_keys():
+    """A results cache entry stands in for a compile only under the same key (job, kernel source,
+    compilers): one forged entry is reported as cached, every row else equals a fresh compile, and
+    another toolchain string recompiles everything."""
+    proc = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=_env(), cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("CACHE-PROBE ")]
+    if proc.returncode != 0 or not lines:
+        missing = _ptxas_missing()
+        if missing:
+            pytest.skip(f"ptxas is not usable here ({missing})")
+        raise AssertionError(proc.stderr[-3000:])
+    out = json.loads(lines[-1][len("CACHE-PROBE "):])
+    assert out["n"] == out["keys"] > 0
+    assert out["forged"] == 1 and out["same"] and out["other"] == 0

@@ -1,6 +1,7 @@
 """GPU readiness of fastvit's kernels, proven without a GPU: compile every launch for sm_90 and sm_80.
 
     python -m kernels.audit [--arch sm_90,sm_80] [--space on|full|off] [--json PATH] [--out DIR]
+        [--results-cache PATH]
 
 For each architecture, every kernel the launchers would launch for the shapes of fastvit's ViT presets
 (kernels.audit.capture: the real launchers are called on CPU tensors with each launch recorded), each
@@ -22,7 +23,12 @@ missing or the arguments are wrong.
 
 It needs nothing beyond PyTorch and the triton wheel (which ships ptxas). The kernels must be the
 compiled ones, not the interpreter's: run with TRITON_INTERPRET set, it re-runs itself without.
-Triton's cache makes a rerun fast; ptxas results are cached beside it.
+Triton's cache makes a rerun fast; ptxas results are cached beside it. ``--results-cache PATH``
+keeps each compile's measurements in a JSON file keyed by everything the result depends on (the
+job, the kernel's source and the Triton functions it calls, triton's and ptxas's versions:
+``compile.result_key``): a job whose key is there is not compiled again, every other one is, and the
+file is rewritten with the keys of this run only. ``make test`` keeps it in reports/audit/, so a
+clean checkout compiles only the kernels that changed since the committed audit.
 
 What it cannot tell: correctness, speed, which configuration the autotuner picks, real occupancy.
 """
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import multiprocessing
 import os
 import subprocess
@@ -39,7 +46,7 @@ import time
 from kernels._common import MODES, interpreter_enabled
 from kernels.audit import report
 from kernels.audit.capture import DTYPES, base_fn, launchable_kernels, model_launches
-from kernels.audit.compile import SHARED_LIMITS, compile_job, jobs_for, ptxas_tool, worker_init
+from kernels.audit.compile import SHARED_LIMITS, compile_job, jobs_for, ptxas_tool, result_key, worker_init
 
 ARCHS = {"sm_90": 90, "sm_80": 80}
 
@@ -52,6 +59,7 @@ def _parse(argv):
     parser.add_argument("--json", metavar="PATH", help="write the rows as JSON here")
     parser.add_argument("--out", metavar="DIR", help="write DIR/audit.txt and DIR/audit.json")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiler processes [all CPUs]")
+    parser.add_argument("--results-cache", metavar="PATH", help="reuse and keep compile results in this JSON file")
     args = parser.parse_args(argv)
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
     unknown = [a for a in archs if a not in ARCHS]
@@ -64,23 +72,49 @@ def _parse(argv):
     return args
 
 
+def _read_cache(path: str) -> dict:
+    """The results cache at ``path`` ({} when absent or unreadable: everything is compiled)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _cost(job: dict) -> int:
     """Rough compile cost, to start the slow compiles first."""
     name, ieee = job["name"], any(v is True for v in job["constexprs"].values())
     return (4 if "flash" in name else 2 if "patch" in name else 0) + ieee
 
 
-def run_audit(archs, space: str = "on", dtypes=("fp16", "bf16", "fp32"), jobs: int = 1) -> tuple[list, list]:
-    """Capture, compile and judge; returns (rows, summary)."""
+def run_audit(archs, space: str = "on", dtypes=("fp16", "bf16", "fp32"), jobs: int = 1,
+              cache: dict | None = None, toolchain: str = "") -> tuple[list, list]:
+    """Capture, compile and judge; returns (rows, summary). ``cache``: compile results by
+    ``result_key`` (reused where present; updated in place to hold exactly this run's keys)."""
     worker_init()
     launches, refused = model_launches(space, dtypes)
     pairs = sorted(jobs_for(launches, archs), key=lambda p: -_cost(p[0]))
-    if jobs > 1 and len(pairs) > 1:
+    keys = [result_key(job, toolchain) for job, _ in pairs] if cache is not None else [None] * len(pairs)
+    todo = [i for i, key in enumerate(keys) if cache is None or key not in cache]
+    if jobs > 1 and len(todo) > 1:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=worker_init) as pool:
-            results = list(pool.map(compile_job, [job for job, _ in pairs], chunksize=1))
+            fresh = list(pool.map(compile_job, [pairs[i][0] for i in todo], chunksize=1))
     else:
-        results = [compile_job(job) for job, _ in pairs]
+        fresh = [compile_job(pairs[i][0]) for i in todo]
+    results = [None] * len(pairs)
+    for i, result in zip(todo, fresh):
+        results[i] = result
+    if cache is not None:
+        for i, key in enumerate(keys):
+            if results[i] is None:
+                results[i] = cache[key]
+        cache.clear()
+        cache.update({key: result for key, result in zip(keys, results)})
+    if cache is not None:
+        print(f"kernels.audit: {len(todo)} of {len(pairs)} kernels compiled now, the others' results taken from "
+              "the results cache (same job, source and compilers)", file=sys.stderr)
     rows = [report.make_row(job, users, result) for (job, users), result in zip(pairs, results)]
     report.name_specializations(rows)
     rows += [report.refused_row(r, arch) for arch in archs for r in report.merge_refusals(refused)]
@@ -108,11 +142,16 @@ def main(argv=None) -> int:
     import triton
 
     start = time.perf_counter()
-    rows, summary = run_audit(args.archs, args.space, args.dtype_list, args.jobs)
+    ptxas = ", ".join(sorted({f"{os.path.basename(t.path)} {t.version}" for t in tools.values()}))
+    cache = _read_cache(args.results_cache) if args.results_cache else None
+    rows, summary = run_audit(args.archs, args.space, args.dtype_list, args.jobs, cache,
+                              toolchain=f"triton {triton.__version__}; {ptxas}")
+    if cache is not None:
+        with open(args.results_cache, "w") as f:
+            json.dump(cache, f, sort_keys=True, indent=0)
+            f.write("\n")
     meta = dict(space=args.space, archs=[f"sm_{a}" for a in args.archs], dtypes=list(args.dtype_list),
-                triton=triton.__version__,
-                ptxas=", ".join(sorted({f"{os.path.basename(t.path)} {t.version}" for t in tools.values()})),
-                shared_limits={f"sm_{a}": SHARED_LIMITS[a] for a in args.archs})
+                triton=triton.__version__, ptxas=ptxas, shared_limits={f"sm_{a}": SHARED_LIMITS[a] for a in args.archs})
     text = report.render(rows, summary, meta)
     sys.stdout.write(text)
     if args.out:
@@ -125,6 +164,6 @@ def main(argv=None) -> int:
                 f.write(report.document(rows, summary, meta))
     bad = report.failing(rows, args.space)
     refused = sum(r["kernel"].endswith("(launcher)") for r in rows)
-    print(f"kernels.audit: {len(rows) - refused} kernels compiled, {refused} launches refused, {len(bad)} failing "
+    print(f"kernels.audit: {len(rows) - refused} kernels audited, {refused} launches refused, {len(bad)} failing "
           f"the {args.space} space's checks, {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 1 if bad else 0

@@ -88,6 +88,14 @@ def job_key(job: dict) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
+def result_key(job: dict, toolchain: str) -> str:
+    """What a compile's result depends on: the job (target, signature, constexprs, specialization,
+    options), the kernel's source and the Triton functions it calls (``JITFunction.cache_key``), and
+    the compilers (``toolchain``: triton's and ptxas's versions). Equal keys compile alike."""
+    fn = getattr(importlib.import_module(job["module"]), job["name"])
+    return hashlib.sha256(f"{job_key(job)}|{fn.cache_key}|{toolchain}".encode()).hexdigest()
+
+
 def jobs_for(launches, archs) -> list[tuple[dict, list]]:
     """Unique compile jobs, each with the (launch, config) pairs that compile to it."""
     unique: dict[str, tuple[dict, list]] = {}
