@@ -229,7 +229,12 @@ cache[key] = dict(cache[key], registers=999)
 again, _ = run_audit([80], dtypes=("fp16",), jobs=1, cache=cache, toolchain="t1")
 other, _ = run_audit([80], dtypes=("fp16",), jobs=1, cache={k: dict(v, registers=999) for k, v in cache.items()},
                      toolchain="t2")
+from kernels.audit.compile import jobs_for, result_key
+job = jobs_for(few("on", ("fp16",))[0], [80])[0][0]
+moved = dict(job, options=dict(job["options"], extern_libs=tuple((n, "/elsewhere/venv/" + p.rsplit("/", 1)[-1])
+                                                                  for n, p in job["options"]["extern_libs"])))
 print("CACHE-PROBE " + json.dumps(dict(n=len(rows), keys=len(cache),
+      moved=result_key(job, "t1") == result_key(moved, "t1"),
       forged=sum(r["registers"] == 999 for r in again), other=sum(r["registers"] == 999 for r in other),
       same=all(fresh[(r["kernel"], r["variant"], r["config"])] == r for r in again if r["registers"] != 999))))
 """
@@ -237,8 +242,8 @@ print("CACHE-PROBE " + json.dumps(dict(n=len(rows), keys=len(cache),
 
 def test_results_cache_reuses_only_unchanged_keys():
     """A results cache entry stands in for a compile only under the same key (job, kernel source,
-    compilers): one forged entry is reported as cached, every row else equals a fresh compile, and
-    another toolchain string recompiles everything."""
+    compilers): one forged entry is reported as cached, every row else equals a fresh compile,
+    another toolchain string recompiles everything, and the venv's location is not in the key."""
     proc = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=_env(), cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("CACHE-PROBE ")]
@@ -250,3 +255,4 @@ def test_results_cache_reuses_only_unchanged_keys():
     out = json.loads(lines[-1][len("CACHE-PROBE "):])
     assert out["n"] == out["keys"] > 0
     assert out["forged"] == 1 and out["same"] and out["other"] == 0
+    assert out["moved"], "the key must not depend on where the venv lies (a clean checkout reuses it)"

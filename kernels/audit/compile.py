@@ -93,7 +93,10 @@ def result_key(job: dict, toolchain: str) -> str:
     options), the kernel's source and the Triton functions it calls (``JITFunction.cache_key``), and
     the compilers (``toolchain``: triton's and ptxas's versions). Equal keys compile alike."""
     fn = getattr(importlib.import_module(job["module"]), job["name"])
-    return hashlib.sha256(f"{job_key(job)}|{fn.cache_key}|{toolchain}".encode()).hexdigest()
+    options = dict(job["options"])  # the libraries by name: their paths name the venv, not what they hold
+    options["extern_libs"] = tuple((name, os.path.basename(path)) for name, path in options.get("extern_libs") or ())
+    placed = job_key(dict(job, options=options))
+    return hashlib.sha256(f"{placed}|{fn.cache_key}|{toolchain}".encode()).hexdigest()
 
 
 def jobs_for(launches, archs) -> list[tuple[dict, list]]:
