@@ -25,7 +25,7 @@
 # CHECK_DTYPES [fp32,fp16,bf16], SWEEP_TIMEOUT [none: seconds per sweep, then it is interrupted and
 # what it measured is kept], TEST_AUTOTUNE [off], FASTVIT_AUTOTUNE [on: the kernels' compact
 # autotuning space for checks and sweeps; full: the wide one], BENCH_ARGS (more sweep flags, e.g.
-# --compile).
+# --compile; without it the sweep still adds the +compile rows of the first model at 224 and 384 px).
 # On a machine with torch and triton but no package registry, run it through scripts/device_job.sh.
 # A phase's failure is reported and the next phase still runs; the exit status is non-zero if any failed.
 set -uo pipefail

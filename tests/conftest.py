@@ -25,8 +25,10 @@ import torch  # noqa: E402
 
 from kernels._common import interpreter_enabled  # noqa: E402  (imports triton: after the switch above)
 
-# CPU tests run with a fixed thread count so timings and results do not depend on the host.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# CPU tests run with a fixed thread count so timings and results do not depend on the host; under
+# pytest-xdist the cores are shared among the workers (more threads than cores only slows them down).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -32,7 +32,7 @@ DEFAULTS = {
                           dtype="fp32", batch=1, time_budget=20.0, min_rounds=3,
                           max_rounds=100, target_time=1.0, warmup_rounds=1),
     "cuda": DeviceDefaults(model="vit_base_patch16_224", models=("vit_base_patch16_224",),
-                           resolutions=(224, 384, 512, 768, 1024), model_backends=None, compile_at=(),
+                           resolutions=(224, 384, 512, 768, 1024), model_backends=None, compile_at=(224, 384),
                            dtype="bf16", batch=8, time_budget=10.0, min_rounds=10,
                            max_rounds=200, target_time=0.5, warmup_rounds=3),
 }
