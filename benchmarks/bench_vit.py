@@ -18,7 +18,6 @@ from fastvit.bench import peers
 from fastvit.devices import DTYPES
 from fastvit.errors import FastViTError
 from fastvit.models import get_preset
-from fastvit.ops.attention.registry import TRAINED
 from fastvit.registry import registry
 
 from _workloads import kernel_info
@@ -56,13 +55,10 @@ def make_case(settings, model_name: str, source: tuple, vit_norm: str, vit_patch
         shapes, cfg, params = {}, None, None
         reasons.append(f"{model_name} at {resolution} px: {err}")
     for op, backend in backends.items():
-        for shape in shapes.get(op, []):
-            if train and shape.get("bias") is True:  # a model's bias (Swin's table) is trained with it
-                shape = {**shape, "bias": TRAINED}
-            ok, reason = registry(op).availability(backend, device, dtype, **shape)
+        if op in shapes:
+            ok, reason = meta.backend_availability(op, backend, device, dtype, train=train)
             if not ok:
                 reasons.append(f"{op} backend {backend!r}: {reason}")
-                break
     if library != "fastvit" and cfg is not None:
         reasons.append(peers.unavailable(library, family) or "")
     reasons = [r for r in reasons if r]

@@ -99,7 +99,7 @@ def run_check(model_name: str = "vit_small_patch16_224", *, backends: dict[str, 
                 results.append(CheckResult(op, name, f"skipped: {model_name} makes no {op} call"))
                 continue
             try:
-                ok, reason = base.backend_availability(op, name, device, torch_dtype)
+                ok, reason = base.backend_availability(op, name, device, torch_dtype, train=backward)
             except Exception as err:  # an unknown name is reported, not raised, in a sweep of checks
                 results.append(CheckResult(op, name, f"error: {err}"))
                 continue

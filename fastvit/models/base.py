@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from fastvit.errors import ConfigError, DeviceError, DTypeError, ShapeError
 from fastvit.models.pos_embed import resample_pos_embed
+from fastvit.ops.attention.registry import TRAINED
 from fastvit.registry import registry
 
 # the config field that pins each op's backend
@@ -107,10 +108,14 @@ class BackendModel(nn.Module):
     def set_patch_backend(self, name: str | None) -> None:
         self.set_backend("patch", name)
 
-    def backend_availability(self, op: str, name: str, device, dtype) -> tuple[bool, str]:
-        """Whether backend ``name`` of ``op`` runs every call of this model on device and dtype."""
+    def backend_availability(self, op: str, name: str, device, dtype, train: bool = False) -> tuple[bool, str]:
+        """Whether backend ``name`` of ``op`` runs every call of this model on device and dtype; with
+        ``train``, as a training step calls it (an attention bias of the model, e.g. Swin's relative
+        position bias, then needs its gradient: ``bias=TRAINED``)."""
         reg = registry(op)
         for shape in self.op_shapes().get(op, []):
+            if train and shape.get("bias") is True:
+                shape = {**shape, "bias": TRAINED}
             ok, reason = reg.availability(name, device, dtype, **shape)
             if not ok:
                 return ok, reason
