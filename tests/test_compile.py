@@ -77,12 +77,9 @@ def test_forward_has_no_graph_break(backends):
         torch.testing.assert_close(torch.compile(model, backend="eager", fullgraph=True)(x), model(x), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("backends", [pytest.param(DEFAULTS, id="defaults"), pytest.param(TRITON, id="triton")])
-def test_training_step_compiles_in_one_graph(backends):
-    """fullgraph=True with AOTAutograd: the backward is traced through each custom op's autograd
-    formula and fake implementations; loss and every parameter gradient equal eager's."""
-    _skip_unless_available(backends)
-    model, x = tiny(backends, depth=2), torch.randn(2, 3, 32, 32)
+def _compiled_step_matches_eager(model, x) -> dict:
+    """A training step of ``model`` compiled with fullgraph=True under AOTAutograd: its loss equals
+    eager's bitwise; returns the compiled step's parameter gradients (the model then holds eager's)."""
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     loss = compiled(x).square().mean()
     loss.backward()
@@ -91,6 +88,16 @@ def test_training_step_compiles_in_one_graph(backends):
     eager = model(x).square().mean()
     eager.backward()
     torch.testing.assert_close(loss, eager, rtol=0, atol=0)
+    return grads
+
+
+@pytest.mark.parametrize("backends", [pytest.param(DEFAULTS, id="defaults"), pytest.param(TRITON, id="triton")])
+def test_training_step_compiles_in_one_graph(backends):
+    """fullgraph=True with AOTAutograd: the backward is traced through each custom op's autograd
+    formula and fake implementations; loss and every parameter gradient equal eager's."""
+    _skip_unless_available(backends)
+    model, x = tiny(backends, depth=2), torch.randn(2, 3, 32, 32)
+    grads = _compiled_step_matches_eager(model, x)
     for name, p in model.named_parameters():
         torch.testing.assert_close(grads[name], p.grad, rtol=1e-6, atol=1e-7, msg=name)
 
@@ -206,14 +213,7 @@ def test_swin_training_step_compiles_in_one_graph():
     _skip_unless_family_runs("swin", TRITON)
     model = family_model("swin", TRITON)
     x = torch.randn(1, 3, *model.cfg.img_size)  # one image: the bias gradients still sum over 9 windows
-    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
-    loss = compiled(x).square().mean()
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    eager = model(x).square().mean()
-    eager.backward()
-    torch.testing.assert_close(loss, eager, rtol=0, atol=0)
+    grads = _compiled_step_matches_eager(model, x)
     tables = [n for n in grads if n.endswith("relative_position_bias_table")]
     assert len(tables) == 3 and all(grads[n].abs().max() > 0 for n in tables)
     for name, p in model.named_parameters():
