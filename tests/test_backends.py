@@ -7,6 +7,7 @@ Which backend actually ran is proven by spying: every registered backend's funct
 import collections
 import dataclasses
 import os
+import threading
 
 import pytest
 import torch
@@ -124,6 +125,97 @@ def test_use_backend_restores_nests_and_survives_exceptions():
                 raise RuntimeError("boom")
         assert ATTENTION.resolve() == "naive"
     assert ATTENTION.resolve() == "sdpa"
+
+
+def _in_thread(fn) -> dict:
+    """Run ``fn(result)`` in a new thread, waiting for it; ``result`` gets ``error`` if it raised."""
+    result = {}
+
+    def run():
+        try:
+            fn(result)
+        except BaseException as err:  # the test thread reports it
+            result["error"] = err
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+def test_use_backend_is_per_thread_and_exits_leave_nothing_behind():
+    """Thread A enters naive, then B enters sdpa-math; each sees its own selection and the main
+    thread neither; A leaves first, then B: no error, and nothing stays selected anywhere."""
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def thread_a(seen):
+        with use_backend("naive"):
+            a_in.set()
+            assert b_in.wait(10)
+            seen["inside"] = ATTENTION.selected()
+        a_out.set()
+        seen["after"] = ATTENTION.selected()
+
+    def thread_b(seen):
+        assert a_in.wait(10)
+        with use_backend("sdpa-math"):
+            b_in.set()
+            assert a_out.wait(10)
+            seen["inside"] = ATTENTION.selected()
+        seen["after"] = ATTENTION.selected()
+
+    (ta, a), (tb, b) = _in_thread(thread_a), _in_thread(thread_b)
+    assert b_in.wait(10)
+    assert ATTENTION.selected() == "sdpa"  # both blocks open, neither in this thread
+    ta.join(10), tb.join(10)
+    assert "error" not in a and "error" not in b, (a.get("error"), b.get("error"))
+    assert (a["inside"], b["inside"]) == ("naive", "sdpa-math")
+    assert a["after"] == b["after"] == ATTENTION.selected() == "sdpa"
+    assert not ATTENTION._open and not ATTENTION._selection.names
+
+
+def test_blocks_left_out_of_order_leave_no_selection():
+    outer, inner = use_backend("naive"), use_backend("sdpa-math")
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)  # the outer block first: the inner selection goes with it
+    assert ATTENTION.selected() == "sdpa"
+    inner.__exit__(None, None, None)
+    assert ATTENTION.selected() == "sdpa" and not ATTENTION._open and not ATTENTION._selection.names
+
+
+def test_compiled_code_follows_each_threads_selection():
+    """One compiled function, no graph break, reused across threads: its guards read the calling
+    thread's selection, so thread A's block (xformers: CUDA only, its refusal proves it was read)
+    does not reach the main thread's calls while it is open, and vice versa."""
+    torch._dynamo.reset()
+    q = torch.randn(1, 2, 5, 8)
+    fn = lambda q: fastvit.attention(q, q, q)  # noqa: E731
+    explained = torch._dynamo.explain(fn)(q)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend="eager")  # (under fullgraph=True the refusal is dynamo's Unsupported)
+    expected = fn(q)
+    a_in, main_done = threading.Event(), threading.Event()
+
+    def thread_a(seen):
+        with use_backend("xformers"):
+            a_in.set()
+            assert main_done.wait(30)
+            with pytest.raises(BackendError, match="'xformers' cannot run"):
+                compiled(q)
+        seen["after"] = compiled(q)
+
+    ta, a = _in_thread(thread_a)
+    try:
+        assert a_in.wait(30)
+        torch.testing.assert_close(compiled(q), expected, rtol=0, atol=0)  # A's block is open meanwhile
+        with use_backend("naive"):
+            torch.testing.assert_close(compiled(q), fn(q), rtol=0, atol=0)
+    finally:
+        main_done.set()
+        ta.join(30)
+    torch._dynamo.reset()
+    assert "error" not in a, a.get("error")
+    torch.testing.assert_close(a["after"], expected, rtol=0, atol=0)
 
 
 # -- norm and patch selection ----------------------------------------------------------------------

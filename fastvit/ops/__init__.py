@@ -16,7 +16,8 @@ def use_backend(attn: str | None = None, **ops: str | None):
 
     ``with fastvit.use_backend("naive"):`` selects an attention backend;
     ``use_backend(norm="triton", patch="triton")`` the LayerNorm and patch-embedding backends
-    (any op by its name, ``attention=`` too). The previous selection is restored on exit.
+    (any op by its name, ``attention=`` too). It holds in the calling thread only (other threads keep
+    their own), and the previous selection is restored on exit.
     """
     if attn is not None:
         ops["attention"] = attn
