@@ -3,8 +3,9 @@ backends, a numerical-equivalence suite and a resolution-scaling benchmark.
 
 Importing fastvit touches no GPU and does not import triton.
 """
-from fastvit.errors import (BackendError, CheckpointError, ConfigError, DeviceError, DTypeError, FastViTError,
-                            MissingExtraError, ResolutionError, ResultsError, ShapeError, UnknownModelError)
+from fastvit.errors import (ArgumentError, BackendError, CheckpointError, ConfigError, DeviceError, DTypeError,
+                            FastViTError, MissingExtraError, ResolutionError, ResultsError, ShapeError,
+                            UnknownModelError)
 from fastvit.registry import list_backends, registries
 from fastvit.ops import ATTENTION, NORM, PATCH, attention, use_backend
 from fastvit.models import (ViTConfig, VisionTransformer, attention_maps, create_model, list_models,
@@ -16,6 +17,6 @@ __all__ = [
     "create_model", "list_models", "load_checkpoint", "attention", "attention_maps", "use_backend",
     "list_backends", "registries", "resample_pos_embed", "ViTConfig", "VisionTransformer",
     "ATTENTION", "NORM", "PATCH",
-    "FastViTError", "ShapeError", "ResolutionError", "DTypeError", "DeviceError", "BackendError",
+    "FastViTError", "ShapeError", "ResolutionError", "DTypeError", "DeviceError", "ArgumentError", "BackendError",
     "UnknownModelError", "CheckpointError", "ConfigError", "ResultsError", "MissingExtraError",
 ]

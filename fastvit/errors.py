@@ -14,11 +14,15 @@ class ResolutionError(ShapeError):
 
 
 class DTypeError(FastViTError, TypeError):
-    """A tensor has a dtype the operation cannot take."""
+    """A tensor has a dtype the operation cannot take, or an operand that must be a tensor is not one."""
 
 
 class DeviceError(FastViTError, ValueError):
     """Tensors sit on different devices, or on one the operation cannot use."""
+
+
+class ArgumentError(FastViTError, ValueError):
+    """An op's scalar argument is out of range or of the wrong kind (attention's ``scale``, ``dropout_p``)."""
 
 
 class BackendError(FastViTError, ValueError):

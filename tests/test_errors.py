@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import fastvit
-from fastvit import (ATTENTION, BackendError, CheckpointError, DeviceError, DTypeError, FastViTError,
+from fastvit import (ATTENTION, ArgumentError, BackendError, CheckpointError, DeviceError, DTypeError, FastViTError,
                      ResolutionError, ShapeError, UnknownModelError, create_model, load_checkpoint)
 from fastvit.errors import ConfigError
 
@@ -45,7 +45,8 @@ def test_bad_images(model, images, error, match):
 def test_error_hierarchy():
     assert issubclass(ResolutionError, ShapeError) and issubclass(ShapeError, ValueError)
     assert issubclass(DTypeError, TypeError) and issubclass(fastvit.MissingExtraError, ImportError)
-    for err in (ShapeError, DTypeError, BackendError, UnknownModelError, CheckpointError, ConfigError,
+    assert issubclass(ArgumentError, ValueError)
+    for err in (ShapeError, DTypeError, ArgumentError, BackendError, UnknownModelError, CheckpointError, ConfigError,
                 fastvit.ResultsError, fastvit.MissingExtraError, fastvit.DeviceError):
         assert issubclass(err, FastViTError)
     documented = open("README.md").read().split("## Errors")[1]
@@ -181,21 +182,38 @@ def test_images_on_another_device(model):
 
 
 # -- attention arguments, validated once before any backend -------------------------------------------
-@pytest.mark.parametrize("backend", ["naive", "sdpa"])
+@pytest.mark.parametrize("backend", ATTENTION.names())
 @pytest.mark.parametrize("kwargs,error,match", [
-    ({"dropout_p": 1.0}, ValueError, r"dropout_p must be in \[0, 1\), got 1.0"),
-    ({"dropout_p": -0.1}, ValueError, r"dropout_p must be in \[0, 1\), got -0.1"),
-    ({"scale": 0.0}, ValueError, r"scale must be a positive finite number or None, got 0.0"),
-    ({"scale": -1.0}, ValueError, r"scale must be a positive finite number or None, got -1.0"),
-    ({"scale": float("nan")}, ValueError, r"scale must be a positive finite number or None, got nan"),
-    ({"scale": float("inf")}, ValueError, r"scale must be a positive finite number or None, got inf"),
+    ({"dropout_p": 1.0}, ArgumentError, r"dropout_p must be in \[0, 1\), got 1.0"),
+    ({"dropout_p": 1.5}, ArgumentError, r"dropout_p must be in \[0, 1\), got 1.5"),
+    ({"dropout_p": -0.1}, ArgumentError, r"dropout_p must be in \[0, 1\), got -0.1"),
+    ({"scale": 0.0}, ArgumentError, r"scale must be a positive finite number or None, got 0.0"),
+    ({"scale": -1.0}, ArgumentError, r"scale must be a positive finite number or None, got -1.0"),
+    ({"scale": float("nan")}, ArgumentError, r"scale must be a positive finite number or None, got nan"),
+    ({"scale": float("inf")}, ArgumentError, r"scale must be a positive finite number or None, got inf"),
+    ({"scale": "x"}, ArgumentError, r"scale must be a positive finite number or None, got 'x'"),
     ({"bias": torch.zeros(1, 2, 5, 4)}, ShapeError, r"bias of shape \(1, 2, 5, 4\) does not broadcast"),
+    ({"bias": torch.zeros(2, 1, 2, 5, 5)}, ShapeError, r"bias of shape \(2, 1, 2, 5, 5\) does not broadcast"),
     ({"bias": torch.zeros(5, 5, dtype=torch.float64)}, DTypeError, r"bias dtype torch.float64 differs"),
-], ids=["p=1", "p<0", "scale=0", "scale<0", "scale=nan", "scale=inf", "bias-shape", "bias-dtype"])
+    ({"bias": [[0.0] * 5] * 5}, DTypeError, r"bias must be a torch.Tensor or None, got list"),
+], ids=["p=1", "p=1.5", "p<0", "scale=0", "scale<0", "scale=nan", "scale=inf", "scale=str", "bias-shape",
+        "bias-rank5", "bias-dtype", "bias-list"])
 def test_bad_attention_arguments(backend, kwargs, error, match):
+    """Every bad argument raises a FastViTError subclass (ArgumentError and ShapeError are ValueErrors,
+    DTypeError a TypeError), the same for every backend: validated before any backend runs."""
     q = torch.randn(1, 2, 5, 8)
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as err:
         fastvit.attention(q, q, q, backend=backend, **kwargs)
+    assert isinstance(err.value, FastViTError)
+    assert isinstance(err.value, TypeError if error is DTypeError else ValueError)
+
+
+@pytest.mark.parametrize("which", ["q", "k", "v"])
+def test_attention_operands_that_are_not_tensors(which):
+    q = torch.randn(1, 2, 5, 8)
+    args = {"q": q, "k": q, "v": q, which: q.numpy()}
+    with pytest.raises(DTypeError, match=rf"{which} must be a torch.Tensor, got ndarray"):
+        fastvit.attention(args["q"], args["k"], args["v"])
 
 
 def test_attention_mixed_dtypes_and_devices():

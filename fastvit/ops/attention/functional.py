@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from fastvit.errors import DeviceError, DTypeError, ShapeError
+from fastvit.errors import ArgumentError, DeviceError, DTypeError, ShapeError
 from fastvit.ops.attention.registry import ATTENTION, TRAINED
 
 
@@ -16,7 +16,7 @@ def validate_qkv(q, k, v, bias=None, scale=None, dropout_p=0.0) -> None:
     ``dropout_p`` in [0, 1)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"attention: {name} must be a torch.Tensor, got {type(t).__name__}")
+            raise DTypeError(f"attention: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 4:
             raise ShapeError(f"attention: {name} must be 4-D (B, H, N, D), got shape {tuple(t.shape)}")
         if not t.is_floating_point():
@@ -31,7 +31,7 @@ def validate_qkv(q, k, v, bias=None, scale=None, dropout_p=0.0) -> None:
     if bias is not None:
         B, H, N, _ = q.shape
         if not isinstance(bias, torch.Tensor):
-            raise TypeError(f"attention: bias must be a torch.Tensor or None, got {type(bias).__name__}")
+            raise DTypeError(f"attention: bias must be a torch.Tensor or None, got {type(bias).__name__}")
         if bias.dim() > 4 or any(s not in (1, t) for s, t in zip(bias.shape[::-1], (N, N, H, B))):
             raise ShapeError(f"attention: bias of shape {tuple(bias.shape)} does not broadcast to (B, H, N, N) = "
                              f"{(B, H, N, N)}")
@@ -40,9 +40,9 @@ def validate_qkv(q, k, v, bias=None, scale=None, dropout_p=0.0) -> None:
         if bias.device != q.device:
             raise DeviceError(f"attention: bias is on {bias.device}, q on {q.device}")
     if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise ValueError(f"attention: scale must be a positive finite number or None, got {scale!r}")
+        raise ArgumentError(f"attention: scale must be a positive finite number or None, got {scale!r}")
     if not (isinstance(dropout_p, (int, float)) and 0.0 <= dropout_p < 1.0):
-        raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p!r}")
+        raise ArgumentError(f"attention: dropout_p must be in [0, 1), got {dropout_p!r}")
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str | None = None,
@@ -60,7 +60,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str
 
     Raises:
         BackendError: unknown backend, or one that cannot run on these inputs (with the reason).
-        ShapeError, DTypeError, DeviceError, ValueError: malformed arguments.
+        ShapeError, DTypeError, DeviceError: malformed or mismatched tensors (DTypeError also for
+            q, k, v or a bias that is not a tensor).
+        ArgumentError: ``scale`` or ``dropout_p`` out of range or not a number (a ValueError).
     """
     # The hot path checks, in a few comparisons, what a backend would not reject by itself (a rank or
     # shape that broadcasts, a bias of another dtype, a bad scale or dropout_p); the rest -- q, k, v
