@@ -1,0 +1,132 @@
+"""Interleaved rounds: the members of a comparison group timed round by round in one process.
+
+Each round runs every member once, in an order shuffled per round (seeded: the orders are reproducible
+from the group's seed); an untimed ``reset`` (and on CUDA an L2 flush and a synchronisation) comes
+before each call. The rounds adapt, as ``torch.utils.benchmark``'s ``adaptive_autorange`` does: after
+``min_rounds`` they go on until every member's paired ratio against its baseline has a 95% interval
+at most ±2% wide (``converged``), or the group's ``time_budget`` is spent (``time budget``), or
+``max_rounds`` are done (``max rounds``); which one stopped them is recorded.
+
+On CUDA every call is bracketed by CUDA events (``kernel`` times, free of the synchronisation and
+Python around the call) besides the host clock. A member whose call raises is dropped from the
+following rounds with its exception kept; the others go on.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from fastvit.bench.paired import TARGET_HALF_WIDTH, Ratio, converged, paired_ratio, round_orders
+
+
+@dataclass
+class Member:
+    """One timed call of a group: ``fn`` after an untimed ``reset``; compared against member ``baseline``
+    (its own index for the group's baseline, None for no comparison)."""
+
+    fn: Callable[[], Any]
+    reset: Callable[[], None] | None = None
+    baseline: int | None = None
+    warmup: int = 0
+
+
+@dataclass
+class Rounds:
+    """Per-member, per-round seconds; CUDA-event seconds on CUDA; why the rounds stopped."""
+
+    times: list[list[float]]
+    kernel: list[list[float]] = field(default_factory=list)
+    stop: str = ""
+    seed: int = 0
+    failed: dict = field(default_factory=dict)  # member index -> the exception its call raised
+
+    @property
+    def rounds(self) -> int:
+        return max((len(t) for t in self.times), default=0)
+
+    def paired(self, i: int) -> list[float]:
+        """The times ratios use: CUDA events where they exist, else the host clock."""
+        return self.kernel[i] if self.kernel else self.times[i]
+
+    def ratio(self, i: int, j: int) -> Ratio | None:
+        """Member i against member j over the rounds both completed (None if either failed)."""
+        if i in self.failed or j in self.failed:
+            return None
+        return paired_ratio(self.paired(i), self.paired(j))
+
+
+def _check_due(rounds: int, min_rounds: int) -> bool:
+    """Whether to test convergence after ``rounds``: at the minimum, then about every eighth more."""
+    return rounds >= min_rounds and (rounds == min_rounds or rounds % max(1, rounds // 8) == 0)
+
+
+def interleave(members: list[Member], device: torch.device, *, min_rounds: int, max_rounds: int,
+               time_budget: float, seed: int, flush: Callable[[], None] | None = None,
+               target: float = TARGET_HALF_WIDTH) -> Rounds:
+    """Time ``members`` in interleaved rounds until converged, out of budget or at ``max_rounds``."""
+    cuda = torch.device(device).type == "cuda"
+    n = len(members)
+    out = Rounds(times=[[] for _ in range(n)], kernel=[[] for _ in range(n)] if cuda else [], seed=seed)
+    orders = round_orders(n, max_rounds + max((m.warmup for m in members), default=0), seed)
+    warmup = max((m.warmup for m in members), default=0)
+    spent, r = 0.0, 0
+    for number, order in enumerate(orders):
+        timed = number >= warmup
+        start_round = time.perf_counter()
+        for i in order:
+            m = members[i]
+            if i in out.failed or (not timed and number >= m.warmup):
+                continue
+            try:
+                host, kernel = _call(m, cuda, flush, device)
+            except Exception as err:  # recorded by the caller as this member's status
+                out.failed[i] = err
+                continue
+            if timed:
+                out.times[i].append(host)
+                if cuda:
+                    out.kernel[i].append(kernel)
+        if not timed:
+            continue
+        spent += time.perf_counter() - start_round
+        r += 1
+        if len(out.failed) == n:
+            out.stop = "every member failed"
+            break
+        if r < min_rounds:
+            continue
+        if r >= max_rounds:
+            out.stop = "max rounds"
+            break
+        if _check_due(r, min_rounds):
+            ratios = [out.ratio(i, m.baseline) for i, m in enumerate(members) if m.baseline not in (None, i)]
+            if converged([x for x in ratios if x is not None], target):
+                out.stop = "converged"
+                break
+        if spent >= time_budget:
+            out.stop = "time budget"
+            break
+    return out
+
+
+def _call(m: Member, cuda: bool, flush, device) -> tuple[float, float | None]:
+    if m.reset is not None:
+        m.reset()
+    if not cuda:
+        start = time.perf_counter()
+        m.fn()
+        return time.perf_counter() - start, None
+    if flush is not None:
+        flush()
+    torch.cuda.synchronize(device)
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start = time.perf_counter()
+    begin.record()
+    m.fn()
+    end.record()
+    torch.cuda.synchronize(device)
+    host = time.perf_counter() - start
+    return host, begin.elapsed_time(end) / 1e3

@@ -1,0 +1,84 @@
+"""Paired comparisons (fastvit.bench.paired) and interleaved rounds (fastvit.bench.rounds): the
+statistics and the stopping rules, on made-up times and counted calls; no timing is asserted."""
+import numpy as np
+import pytest
+import torch
+
+from fastvit.bench.paired import NO_DIFFERENCE, Ratio, converged, paired_ratio, round_orders, verdict
+from fastvit.bench.rounds import Member, interleave
+
+
+def test_the_ratio_is_the_median_of_per_round_ratios_with_an_interval_around_it():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1.0, 2.0, 60)  # a drifting machine: rounds differ by up to 2x
+    slower = base * 1.5 * rng.normal(1.0, 0.01, 60)
+    r = paired_ratio(slower, base)
+    assert r.low <= r.value <= r.high and r.rounds == 60
+    assert r.value == pytest.approx(np.median(slower / base))
+    assert 1.47 < r.low and r.high < 1.53  # the drift cancels round by round
+    assert verdict(r) == "slower" and verdict(paired_ratio(base, slower)) == "faster"
+    assert paired_ratio(slower, base) == r  # seeded: the same rounds give the same interval
+
+
+def test_words_follow_the_interval_and_the_noise_floor():
+    same = Ratio(1.01, 0.99, 1.03, 20)
+    assert verdict(same) == NO_DIFFERENCE  # the interval contains 1
+    small = Ratio(1.02, 1.01, 1.03, 20)
+    assert verdict(small) == "slower"
+    noise = Ratio(1.0, 0.975, 1.035, 20)  # an A/A twin reaching 3.5% from 1
+    assert noise.band == pytest.approx(0.035)
+    assert verdict(small, noise) == NO_DIFFERENCE  # within the A/A spread
+    assert verdict(Ratio(0.9, 0.88, 0.92, 20), noise) == "faster"
+
+
+def test_rounds_missing_on_either_side_are_dropped_and_lengths_must_match():
+    r = paired_ratio([2.0, None, 2.0, float("nan")], [1.0, 1.0, 1.0, 1.0])
+    assert r.rounds == 2 and r.value == r.low == r.high == 2.0
+    with pytest.raises(ValueError, match="equal in number"):
+        paired_ratio([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="no round"):
+        paired_ratio([None], [1.0])
+
+
+def test_convergence_and_round_orders():
+    assert converged([Ratio(1.0, 0.99, 1.01, 9)]) and not converged([Ratio(1.0, 0.95, 1.05, 9)])
+    assert converged([])
+    orders = round_orders(4, 50, seed=7)
+    assert orders == round_orders(4, 50, seed=7) and all(sorted(o) == [0, 1, 2, 3] for o in orders)
+    assert len({tuple(o) for o in orders}) > 5  # shuffled, not one fixed order
+
+
+def _counting(calls, name, fail_at=None):
+    def fn():
+        calls.append(name)
+        if fail_at is not None and calls.count(name) == fail_at:
+            raise RuntimeError(f"{name} broke")
+    return fn
+
+
+def test_interleave_runs_every_member_once_per_round_after_untimed_warmups():
+    calls, resets = [], []
+    members = [Member(_counting(calls, "a"), lambda: resets.append(1), baseline=0, warmup=2),
+               Member(_counting(calls, "b"), baseline=0)]
+    out = interleave(members, torch.device("cpu"), min_rounds=4, max_rounds=4, time_budget=60.0, seed=1)
+    assert out.stop == "max rounds" and out.rounds == 4 and out.seed == 1
+    assert calls.count("a") == 2 + 4 and calls.count("b") == 4 and len(resets) == 6
+    assert [len(t) for t in out.times] == [4, 4] and out.kernel == []
+    # each round's order is the seeded shuffle (warm-up rounds hold "a" alone)
+    timed = calls[2:]
+    expected = [["ab"[i] for i in order] for order in round_orders(2, 4 + 2, 1)[2:]]
+    assert [timed[2 * k:2 * k + 2] for k in range(4)] == expected
+
+
+def test_interleave_stops_on_budget_or_convergence_and_drops_a_failing_member():
+    calls = []
+    members = [Member(_counting(calls, "a"), baseline=0), Member(_counting(calls, "b", fail_at=3), baseline=0),
+               Member(_counting(calls, "c"), baseline=0)]
+    out = interleave(members, torch.device("cpu"), min_rounds=3, max_rounds=1000, time_budget=0.0, seed=0,
+                     target=-1.0)  # no interval is ever narrow enough: only the budget stops the rounds
+    assert out.stop == "time budget" and out.rounds == 3  # the budget is spent: stop at the minimum
+    assert isinstance(out.failed[1], RuntimeError) and len(out.times[1]) == 2 and calls.count("b") == 3
+    assert out.ratio(1, 0) is None and len(out.times[2]) == 3 and out.ratio(2, 0) is not None
+    alone = interleave([Member(_counting([], "a"), baseline=0)], torch.device("cpu"), min_rounds=5,
+                       max_rounds=1000, time_budget=60.0, seed=0)
+    assert alone.stop == "converged" and alone.rounds == 5  # nothing to compare: the minimum is enough
