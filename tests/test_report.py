@@ -137,11 +137,14 @@ def test_report_from_jsonl(tmp_path):
     assert "| attention | fwd | naive | 2.00 | 2.00 |" in text
     assert "| attention | fwd | sdpa | 2.00 | 1.00 |" in text
     # sdpa: attention's measured share is exactly 50% at 512 px; naive never gets there
-    assert ("- vit_tiny_patch16_224, forward (inference, no_grad), sdpa: attention's share of the model's time "
-            "(measured inside the model) passes 50% at ≈ 512 px (N ≈ 1,025).") in text
-    assert ("naive: attention's share of the model's time (measured inside the model) stays under 50% in the "
-            "sweep") in text
-    assert "| sdpa | 16% | 36% | 50% | 69% | 80% | ≈ 512 px (N ≈ 1,025) |" in text
+    assert ("- Attention passes half of the model's time (fastvit's builds, forward): vit_tiny_patch16_224 ≈ 512 px."
+            in text)
+    assert "| vit_tiny_patch16_224 | sdpa | fwd | 16% | 36% | 50% | 69% | 80% | ≈ 512 px (N ≈ 1,025) |" in text
+    assert re.search(r"\| vit_tiny_patch16_224 \| naive \| fwd \| .* \| not reached in the sweep \(at most", text)
+    # rows without comparison groups: ratios of medians, said to be unpaired, with no verdict words
+    assert "| 224 px (N=197) | `naive` | 0.0388 | 2.000 |" in text and "time ÷ sdpa's (unpaired)" in text
+    assert "(unpaired: measured in separate configurations)" in text
+    assert not re.search(r"\| (faster|slower|no measurable difference) \|", text)
     assert "Synthetic CPU" in text and "pytest benchmarks/" in text
     page = (tmp_path / "out" / "report.html").read_text()  # the same report as one HTML page
     assert '<img alt="attention fwd" src="attention_fwd.png">' in page and "<strong>oom</strong>" in page
@@ -299,8 +302,9 @@ def test_compiled_rows_with_graph_breaks_are_called_out(tmp_path):
         rows.append(row("attention", "sdpa+compile", res, 1e-3, 1e6, compile_graphs=1 + breaks,
                         compile_graph_breaks=breaks, compile_break_reasons=["Unsupported method call"] if breaks else []))
     text = write_report(write_jsonl(tmp_path / "r.jsonl", rows), tmp_path / "out").read_text()
-    assert ("- torch.compile: 1 of 2 compiled configurations broke their graph and ran partly as eager PyTorch "
-            "(Unsupported method call).") in text
+    bullet = next(line for line in text.splitlines() if line.startswith("- Not run here:"))
+    assert ("torch.compile: 1 of 2 compiled configurations broke their graph and ran partly as eager PyTorch "
+            "(Unsupported method call).") in bullet
 
 
 def test_html_page_right_aligns_numeric_columns_and_shows_every_figure(tmp_path):
@@ -341,7 +345,7 @@ def test_targets_prose_is_generated_from_the_targets_table(tmp_path, monkeypatch
 
 
 def test_sections_write_no_files(tmp_path, monkeypatch):
-    from fastvit.report import architectures, document, sections
+    from fastvit.report import architectures, compiled, document, sections, summary, verdicts
     from fastvit.report.compare import compare_section
 
     env = {"device": "cuda", "device_name": "Synthetic GPU", "copy_bytes_per_s": 3e12}
@@ -351,21 +355,26 @@ def test_sections_write_no_files(tmp_path, monkeypatch):
     work.mkdir()
     monkeypatch.chdir(work)
     df = res.rows
-    parts = [sections.header(df, env), sections.exponent_section(df), sections.targets_section(df, env),
+    parts = [summary.header(df, env), verdicts.fastest_section(df), verdicts.backends_section(df),
+             verdicts.noise_section(df), sections.exponent_section(df), sections.targets_section(df, env),
              sections.share_section(df), architectures.architectures_section(df), architectures.peers_section(df),
-             sections.results_section(df, env), compare_section(res, other)]
+             compiled.compile_section(df), sections.results_section(df, env), compare_section(res, other)]
     doc = document.build_report(res, other)
     assert list(work.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "o.jsonl", "r.jsonl"]
-    assert all(part.lines for i, part in enumerate(parts) if i not in (4, 5))  # one model, no peers: none of those
+    # no comparison groups, one model, nothing compiled: none of those sections (the model's naive build is
+    # set against its default in the peers' section)
+    assert [i for i, part in enumerate(parts) if not part.lines] == [3, 7, 9]
     names = [f.name for part in parts for f in part.figures]
-    assert names == [f.name for f in doc.figures] and "attention_share.png" in names
-    assert doc.markdown == "\n".join(line for part in parts for line in part.lines).rstrip() + "\n"
+    assert names == [f.name for f in doc.figures] and names[0] == "headline.png" and "attention_share.png" in names
+    assert [t.name for part in parts for t in part.tables] == [t.name for t in doc.tables]
+    body = "\n".join(line for part in parts for line in part.lines)
+    assert doc.markdown.startswith(body.rstrip() + "\n") and "\n## Tables as CSV\n" in doc.markdown[len(body):]
     doc.figures[0].draw(work / doc.figures[0].name)  # drawing is what writes
     assert [p.name for p in work.iterdir()] == [doc.figures[0].name]
 
 
-REPORT_MODULES = ["facts", "tables", "load", "fit", "targets", "plots", "sections", "architectures", "compiled", "compare",
-                  "document", "html", "__init__"]
+REPORT_MODULES = ["facts", "tables", "load", "fit", "comparisons", "targets", "plots", "sections", "verdicts",
+                  "architectures", "compiled", "summary", "compare", "document", "html", "__init__"]
 
 
 def _report_sources():

@@ -11,7 +11,8 @@ import pytest
 from fastvit.report import costlier_from, fit_pixels, load_results, write_report
 from fastvit.report.architectures import architectures_section, peers_section
 from fastvit.report.fit import architecture_crossings, attention_share, crossings
-from fastvit.report.sections import share_section, summary
+from fastvit.report.sections import share_section
+from fastvit.report.summary import summary
 
 RES = [224, 384, 512, 768, 1024]
 B = 2
@@ -113,10 +114,12 @@ def test_costlier_crossovers(df):
     assert deit.kind == "not reached" and deit.text == "not reached in the sweep (ratio at most 0.29 at 1024 px)"
     assert not any(m.startswith("pit") or r.startswith("pit") for _, m, r in found)  # PiT is neither side
     assert len(found) == 2 * 2 * 3  # passes x global-attention models x (one Swin + two CNNs)
-    lines = summary(df)
-    assert ("- vit_base_patch16_224, forward (B=2, fp32): costlier in latency than swin_tiny_patch4_window7_224 "
-            "(Swin) from ≈ 600 px; than resnet50 (CNN) from ≈ 300 px; than convnext_tiny (CNN) already at the "
-            "smallest size.") in lines
+    bullet = next(line for line in summary(df) if line.startswith("- Architectures"))
+    assert bullet.startswith("- Architectures (unpaired: measured in separate configurations), forward: ")
+    assert ("vit_base_patch16_224 (86.6M params) becomes costlier than swin_tiny_patch4_window7_224 (Swin, 28.3M "
+            "params) from ≈ 600 px; than resnet50 (CNN, 25.6M params) from ≈ 300 px; than convnext_tiny (CNN, 28.6M "
+            "params) already at the smallest size (ratio 5.02 at 224 px);") in bullet
+    assert bullet.endswith("training step: the same.")  # the same crossings in both passes: said once
     assert costlier_from([224, 384], [0.5, 2.0]).resolution == pytest.approx(math.exp(
         math.log(224) + 0.5 * (math.log(384) - math.log(224))))
     assert costlier_from([224, 384], [1.5, 2.0]).text == "already costlier at the smallest size (ratio 1.50 at 224 px)"
@@ -125,8 +128,11 @@ def test_costlier_crossovers(df):
 def test_architecture_table_and_figures(df, tmp_path):
     section = architectures_section(df)
     text = "\n".join(section.lines)
-    assert ("| vit_base_patch16_224 | swin_tiny_patch4_window7_224 | Swin | 0.14 | 0.41 | 0.73 | 1.64 | 2.91 "
-            "| ≈ 600 px |") in text
+    ratios = [f"| vit_base_patch16_224 | swin_tiny_patch4_window7_224 | {r} px | {q} |"
+              for r, q in zip(RES, ("0.139", "0.410", "0.728", "1.638", "2.913"))]
+    assert all(line in text for line in ratios), text
+    assert ("| vit_base_patch16_224 | 86.6M params | swin_tiny_patch4_window7_224 | Swin | 28.3M params | from ≈ 600 px |"
+            in text)
     assert [f.name for f in section.figures] == ["architectures_fwd.png", "architectures_train.png"]
     section.figures[0].draw(tmp_path / "a.png")
     assert (tmp_path / "a.png").stat().st_size > 10_000
@@ -134,14 +140,20 @@ def test_architecture_table_and_figures(df, tmp_path):
 
 def test_peer_ratio_tables(df):
     text = "\n".join(peers_section(df).lines)
-    assert "### vit_base_patch16_224, forward (inference, no_grad), B=2, fp32" in text
-    assert "| timm (sdpa) / fastvit | 1.25× | 1.25× | 1.25× | 1.25× | 1.25× |" in text
-    assert "| transformers (eager) / fastvit | 0.80× | 0.80× | 0.80× | 0.80× | **error** [1] |" in text
-    assert "| transformers (eager) / fastvit | 2.00× | 2.00× | 2.00× | 2.00× | **error** [1] |" in text
+    vit = text.split("### vit_base_patch16_224, forward (inference, no_grad), B=2, fp32")[1].split("###")[0]
+    assert "| size | build | median (ms) | time ÷ fastvit's (unpaired) | peak memory ÷ fastvit's |" in vit
+    for res in RES:
+        assert re.search(rf"\| {res} px \| fastvit \(sdpa\) \| [\d.,]+ \| 1 \(baseline\) \| 1× \|", vit)
+        assert re.search(rf"\| {res} px \| timm \(sdpa\) \| [\d.,]+ \| 1\.250 \| 1\.00× \|", vit)
+        assert re.search(rf"\| {res} px \| fastvit naive \| [\d.,]+ \| 5\.000 \| 1\.00× \|", vit)
+        if res < 1024:
+            assert re.search(rf"\| {res} px \| transformers \(eager\) \| [\d.,]+ \| 0\.800 \| 2\.00× \|", vit)
+    assert "| 1024 px | transformers (eager) | **error** [1] | – | – |" in vit
     assert "[1] error: RuntimeError: boom" in text
     assert "Attention: fastvit `sdpa`; timm `sdpa`; HF transformers `eager`." in text
-    assert "### swin_tiny_patch4_window7_224, forward (inference, no_grad), B=2, fp32" in text
-    assert "| timm (eager) / fastvit | 1.10× |" in text
+    assert "(unpaired: measured in separate configurations)" in vit and "| slower |" not in text
+    swin = text.split("### swin_tiny_patch4_window7_224, forward (inference, no_grad), B=2, fp32")[1].split("###")[0]
+    assert re.search(r"\| 224 px \| timm \(eager\) \| [\d.,]+ \| 1\.100 \|", swin)
 
 
 def test_measured_share_and_its_crossover(df):
@@ -152,10 +164,13 @@ def test_measured_share_and_its_crossover(df):
     assert found["fwd", "sdpa"].text == "≈ 600 px (N ≈ 1,407)"
     assert found["train", "timm"].kind == "not reached"
     text = "\n".join(share_section(df).lines)
-    assert "| sdpa | 20% | 37% | 45% | 57% | 66% | ≈ 600 px (N ≈ 1,407) |" in text
-    assert "| timm (sdpa) | 10% | 10% | 10% | 10% | 10% | not reached in the sweep (at most 10% at 224 px) |" in text
-    assert ("- vit_base_patch16_224, forward (inference, no_grad), sdpa: attention's share of the model's time "
-            "(measured inside the model) passes 50% at ≈ 600 px (N ≈ 1,407).") in summary(df)
+    vit = "| vit_base_patch16_224 |"
+    assert f"{vit} sdpa | fwd | 20% | 37% | 45% | 57% | 66% | ≈ 600 px (N ≈ 1,407) |" in text
+    assert (f"{vit} timm (sdpa) | fwd | 10% | 10% | 10% | 10% | 10% | not reached in the sweep (at most 10% at 224 px) |"
+            in text)
+    assert text.count("\n| --- |") == 1  # one table for every model and pass
+    assert ("- Attention passes half of the model's time (fastvit's builds, forward / training step): "
+            "vit_base_patch16_224 ≈ 600 px / ≈ 600 px. Every build: table *attention_share*.") in summary(df)
 
 
 def test_no_share_section_without_the_column(tmp_path):
@@ -204,7 +219,8 @@ def test_compile_section_sets_compiled_beside_eager():
     df = pd.DataFrame(rows).assign(impl=lambda d: d["backend"])
     text = "\n".join(compile_section(df).lines)
     assert "## torch.compile against eager" in text
-    assert re.search(r"\| `sdpa` \| 224 px \| [\d.]+ \w+ \| [\d.]+ \w+ \| 0\.50× \| 1 / 0 \|", text), text
+    assert re.search(r"\| `sdpa` \| 224 px \| [\d.]+ \w+ \| [\d.]+ \w+ \| 0\.500 \| 1 / 0 \|", text), text
+    assert "compiled ÷ eager (unpaired)" in text  # rows of no comparison group: a ratio of medians
     assert re.search(r"\| `sdpa` \| 384 px \| [\d.]+ \w+ \| skipped \[1\] \| – \| – \|", text), text
     assert "[1] skipped: over the time budget" in text
     assert compile_section(df[~df["impl"].str.endswith("+compile")]).lines == []

@@ -1,21 +1,24 @@
-"""Benchmark results -> a report: ``report.md``, the same as ``report.html``, and PNG figures.
+"""Benchmark results -> a report: ``report.md``, the same as ``report.html``, PNG figures and every table
+as CSV in ``tables/``.
 
-Input: the sweep's pytest-benchmark JSON or its JSONL rows (:mod:`fastvit.report.load`). Contents, per
-op (attention, whole model, add + LayerNorm, patch embedding) and pass (fwd, train): latency and peak
-memory against tokens N on log-log axes with N and N^2 reference slopes (against the resolution, with
-res^2 and res^4 slopes, for models without a global token count); tables of medians, memory, achieved
-FLOP/s (or GB/s) as a fraction of the device's measured matmul peak (or copy bandwidth), speedups over
-the reference backends; fitted scaling exponents; attention's share of the whole-model time, measured
-inside the model, and the resolution where it passes one half; every architecture against the image
-size, with the resolutions where a global-attention model becomes costlier than a Swin model or a CNN;
-fastvit's whole models against timm's and HF transformers' builds; torch.compile against eager
-(latency side by side, graphs and breaks); the Triton kernels against their
-targets; ``oom`` and ``skipped`` configurations written as such. ``compare`` adds a second run side by
-side with ratios.
+Input: the sweep's JSONL rows, ``results.jsonl`` (older runs' pytest-benchmark JSON is read too;
+:mod:`fastvit.report.load`). First the settings, a headline figure and a Summary of at most eight bullets
+that state only what the paired intervals support; then the fastest backend at each size, every
+backend against its op's default (paired ratios with 95% intervals and verdicts), the A/A noise floor
+of every comparison group; then fitted scaling exponents (with the sizes fitted), the Triton kernels
+against their targets, attention's share of the whole-model time (one table for every model), every
+architecture against the image size (crossovers where the paired intervals support them, parameters and
+FLOPs beside them), fastvit's whole models against timm's and HF transformers' builds, torch.compile
+against eager, and per op and pass the latency and peak memory against tokens N (log-log, N and N²
+slopes; against the resolution for models without a global token count) with tables of medians, memory
+and achieved FLOP/s (or GB/s) as a fraction of the measured matmul peak (or copy bandwidth). ``oom`` and
+``skipped`` configurations are written as such. ``compare`` adds a second run side by side, unpaired.
 
 Modules, each importing only those before it: ``facts`` (row columns, backends' parts), ``tables``,
-``load``, ``fit``, ``targets``, ``plots``, ``sections``, ``architectures``, ``compiled``, ``compare``,
-``document``, ``html``. This module writes every file. It needs pandas, matplotlib and markdown (the ``bench`` extra).
+``load``, ``fit``, ``comparisons`` (paired ratios inside comparison groups), ``targets``, ``plots``,
+``sections``, ``verdicts``, ``architectures``, ``compiled``, ``summary``, ``compare``, ``document``,
+``html``. This module writes every file. It needs pandas, matplotlib, markdown and scipy (the ``bench``
+extra).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import importlib.util
 
 from fastvit.errors import MissingExtraError
 
-_NEEDS = ("pandas", "matplotlib", "markdown")
+_NEEDS = ("pandas", "matplotlib", "markdown", "scipy")
 _missing = [name for name in _NEEDS if importlib.util.find_spec(name) is None]
 if _missing:
     raise MissingExtraError(f"fastvit report needs the 'bench' extra: pip install 'fastvit[bench]' "
@@ -32,7 +35,7 @@ if _missing:
 import os  # noqa: E402  (the packages above are checked first)
 from pathlib import Path  # noqa: E402
 
-from fastvit.report.document import build_report  # noqa: E402
+from fastvit.report.document import TABLES_DIR, build_report  # noqa: E402
 from fastvit.report.fit import (FIT_MIN_TOKENS, Crossover, Fit, attention_share, costlier_from,  # noqa: E402
                                 crossover, exponents, fit_exponent, fit_pixels)
 from fastvit.report.html import markdown_to_html  # noqa: E402
@@ -42,11 +45,13 @@ from fastvit.report.targets import kernel_targets  # noqa: E402
 
 def write_report(results: str | os.PathLike, out_dir: str | os.PathLike,
                  compare: str | os.PathLike | None = None) -> Path:
-    """Write ``out_dir/report.md``, ``out_dir/report.html`` and the PNG figures; return the path of report.md.
+    """Write ``out_dir/report.md``, ``out_dir/report.html``, the PNG figures and ``out_dir/tables/<name>.csv``
+    for every table (CSV files of earlier reports that this one no longer has are removed); return the
+    path of report.md. The same results give the same bytes.
 
     Args:
-        results: path of the sweep's pytest-benchmark JSON, or of its JSONL rows (a partial file from an
-            interrupted sweep works too).
+        results: path of the sweep's JSONL rows, ``results.jsonl`` (a partial file from an interrupted
+            sweep works too), or of an older run's pytest-benchmark JSON.
         out_dir: directory for report.md and the figures (created if needed).
         compare: optional second results file (JSON or JSONL) to put side by side, with ratios.
     """
@@ -57,6 +62,14 @@ def write_report(results: str | os.PathLike, out_dir: str | os.PathLike,
     out_dir.mkdir(parents=True, exist_ok=True)
     for figure in doc.figures:
         figure.draw(out_dir / figure.name)
+    tables = out_dir / TABLES_DIR
+    tables.mkdir(exist_ok=True)
+    names = {f"{t.name}.csv" for t in doc.tables}
+    for stale in tables.glob("*.csv"):
+        if stale.name not in names:
+            stale.unlink()
+    for table in doc.tables:
+        (tables / f"{table.name}.csv").write_text(table.csv())
     path = out_dir / "report.md"
     path.write_text(doc.markdown)
     (out_dir / "report.html").write_text(markdown_to_html(doc.markdown, doc.title))

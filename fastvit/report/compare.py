@@ -1,5 +1,6 @@
 """The comparison section of ``fastvit report --compare``: a second run's medians and peak memory beside
-this run's, with their ratios, and this run's latency figures with the other run's lines dotted."""
+this run's, with their ratios, and this run's latency figures with the other run's lines dotted. Two runs
+are never paired (different processes, different times): their ratios are ratios of medians, unpaired."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ from fastvit.report.facts import COMPARE_KEY, OP_SHORT
 from fastvit.report.load import Results
 from fastvit.report.plots import Figure, plot_scaling
 from fastvit.report.sections import Section, env_rows, group_heading, group_title
-from fastvit.report.tables import Notes, fig_name, groups, md_table, mem_unit, num, one_setting, select, time_unit
+from fastvit.report.tables import Notes, Table, fig_name, groups, mem_unit, num, one_setting, select, slug, time_unit
 
 
 def _cell(status, value, scale, notes: Notes) -> str:
@@ -27,12 +28,14 @@ def _ratio(a, b, this: float, other: float, positive: bool = False) -> str:
 
 def compare_section(res: Results, other: Results) -> Section:
     df, odf = res.rows, other.rows
+    section = Section()
     lines = ["## Comparison", "",
              f"This run: `{res.source}`; other run: `{other.source}`. Ratios are other / this: a time ratio "
-             "above 1 means this run is faster.", "",
-             md_table(["", "this run", "other run"],
-                      [[a[0], a[1], b[1]] for a, b in zip(env_rows(res.env), env_rows(other.env))],
-                      numeric=False), ""]
+             "above 1 means this run is faster. The runs were measured apart, so every ratio here is unpaired: "
+             "no interval, no verdict.", "",
+             *section.table(Table("compare_environment", "Environment of both runs", ["", "this run", "other run"],
+                                  [[a[0], a[1], b[1]] for a, b in zip(env_rows(res.env), env_rows(other.env))],
+                                  numeric=False))]
     figures = []
     merged = df.merge(odf, on=COMPARE_KEY, how="outer", suffixes=("", "_other"), indicator=True)
     unique = one_setting(df)
@@ -75,11 +78,16 @@ def compare_section(res: Results, other: Results) -> Section:
                                   plot_scaling(g, path, t, other=o, other_label="other")))
         lines += [f"### {group_heading(key)}", "",
                   f"![compare {key['op']} {key['pass']}]({fig})", "",
-                  f"Median latency ({unit}), this / other (other ÷ this):", "", md_table(header, trows), "",
-                  f"Peak memory ({mu}), this / other (other ÷ this):", "", md_table(header, mrows), ""]
+                  f"Median latency ({unit}), this / other (other ÷ this):", "",
+                  *section.table(Table(slug("compare", fig[8:-4], "latency"), f"{group_heading(key)}: latency, "
+                                       "this run and the other", header, trows)),
+                  f"Peak memory ({mu}), this / other (other ÷ this):", "",
+                  *section.table(Table(slug("compare", fig[8:-4], "memory"), f"{group_heading(key)}: peak memory, "
+                                       "this run and the other", header, mrows))]
         if notes.reasons:
             lines += [notes.render(), ""]
     if one_sided:
         lines += ["Not compared (the configuration was measured in one run only):", ""]
         lines += [f"- {t}" for t in one_sided] + [""]
-    return Section(lines, figures)
+    section.lines, section.figures = lines, figures
+    return section

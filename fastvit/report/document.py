@@ -1,6 +1,7 @@
-"""The whole report as text and figures, in section order, without writing anything."""
+"""The whole report as text, figures and tables, in section order, without writing anything."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from fastvit.report.architectures import architectures_section, peers_section
@@ -8,8 +9,13 @@ from fastvit.report.compare import compare_section
 from fastvit.report.compiled import compile_section
 from fastvit.report.load import Results
 from fastvit.report.plots import Figure
-from fastvit.report.sections import (exponent_section, header, results_section, share_section, targets_section,
-                                     title)
+from fastvit.report.sections import Section, exponent_section, results_section, share_section, targets_section, title
+from fastvit.report.summary import header
+from fastvit.report.tables import Table
+from fastvit.report.verdicts import backends_section, fastest_section, noise_section
+
+TABLES_DIR = "tables"
+"""The folder beside report.md that holds every table as ``<name>.csv``."""
 
 
 @dataclass
@@ -17,18 +23,34 @@ class Document:
     title: str
     markdown: str
     figures: list[Figure]
+    tables: list[Table]
+
+
+def _unique(tables: list[Table]) -> list[Table]:
+    """The tables with names made unique (a repeated name gets ``_2``, ``_3``, ...), in order."""
+    seen: dict[str, int] = {}
+    out = []
+    for t in tables:
+        seen[t.name] = seen.get(t.name, 0) + 1
+        out.append(t if seen[t.name] == 1 else dataclasses.replace(t, name=f"{t.name}_{seen[t.name]}"))
+    return out
 
 
 def build_report(res: Results, other: Results | None = None) -> Document:
-    """report.md's text and its figures: header (summary, environment), exponents, the kernels' targets,
-    attention's share, the architectures against resolution, fastvit against timm and HF, torch.compile
-    against eager, every op and
-    pass, and, with ``other``, the comparison with a second run."""
+    """report.md's text, its figures and its tables: header (settings, headline figure, summary,
+    environment), the fastest backend at each size, every backend against its op's default, the noise
+    floor, exponents, the kernels' targets, attention's share, the architectures against resolution,
+    fastvit against timm and HF, torch.compile against eager, every op and pass, with ``other`` the
+    comparison with a second run, and the list of CSV files."""
     df, env = res.rows, res.env
-    sections = [header(df, env), exponent_section(df), targets_section(df, env), share_section(df),
-                architectures_section(df), peers_section(df), compile_section(df), results_section(df, env)]
+    sections = [header(df, env), fastest_section(df), backends_section(df), noise_section(df), exponent_section(df),
+                targets_section(df, env), share_section(df), architectures_section(df), peers_section(df),
+                compile_section(df), results_section(df, env)]
     if other is not None:
         sections.append(compare_section(res, other))
-    lines = [line for s in sections for line in s.lines]
+    tables = _unique([t for s in sections for t in s.tables])
+    index = Section(["## Tables as CSV", "", f"Every table above, cell for cell, in `{TABLES_DIR}/`:", ""]
+                    + [f"- [`{TABLES_DIR}/{t.name}.csv`]({TABLES_DIR}/{t.name}.csv): {t.title}" for t in tables])
+    lines = [line for s in sections + [index] for line in s.lines]
     figures = [f for s in sections for f in s.figures]
-    return Document(title(df, env), "\n".join(lines).rstrip() + "\n", figures)
+    return Document(title(df, env), "\n".join(lines).rstrip() + "\n", figures, tables)

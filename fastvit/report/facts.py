@@ -40,11 +40,23 @@ SDPA_KERNEL = "sdpa_kernel"
 """The column naming the kernel PyTorch picked for a row of the automatic SDPA backend."""
 ATTENTION_IMPL = "attention_impl"
 """The whole-model peer rows' column naming the attention their library ran ("sdpa", "eager", ...)."""
-TEXT_COLUMNS = ["status", SDPA_KERNEL, "family", "library", ATTENTION_IMPL]
+GROUP_ID, MEMBER, BASELINE, TWIN_OF = "group", "member", "baseline", "twin_of"
+"""Comparison groups: the id shared by the rows timed together in interleaved rounds, each row's label in
+its group, the member it is compared against, and (only on the A/A twin) the member it duplicates."""
+ROUND_TIMES = ("kernel_round_times_s", "round_times_s")
+"""Per-round seconds of a group member, in order of preference: CUDA-event times where both rows of a pair
+have them, else wall-clock times. Round i of every member of a group is the same round."""
+GROUP_INFO = ["group_rounds", "group_seed", "group_members"]
+"""Numeric columns describing a comparison group (its rounds, the seed of their orders, its members)."""
+GROUP_STOP = "group_stop"
+"""Why a group's rounds stopped: "converged", "time budget" or "max rounds"."""
+TEXT_COLUMNS = ["status", SDPA_KERNEL, "family", "library", ATTENTION_IMPL, GROUP_ID, MEMBER, BASELINE, TWIN_OF,
+                GROUP_STOP, "verdict", "graph_status"]
 """Text columns every frame has (None where a row lacks them)."""
 NUMERIC = ["resolution", "tokens", "batch", "flops", "bytes", "peak_mem_bytes", "median_s", "iqr_s", "q1_s",
            "q3_s", "rounds", "depth", "heads", "head_dim", "patch_size", "mean_s", "stddev_s", "flops_per_s",
-           "bytes_per_s", "kernel_median_s", "params", SHARE]
+           "bytes_per_s", "kernel_median_s", "params", SHARE, *GROUP_INFO, "ratio", "ratio_low", "ratio_high",
+           "graph_median_s"]
 """Columns read as numbers (NaN where a row lacks them or holds something else)."""
 PER_STAGE = ["depth", "heads"]
 """Numeric columns that hold one value per stage (a list) in hierarchical models (Swin, PiT); a list
@@ -100,6 +112,10 @@ ATTENTION_PEERS = tuple(b.name for b in _REGISTRIES["attention"].backends() if b
 """The attention kernels fastvit's own attention kernel is measured against."""
 ATTENTION_PEERS_NAME = "SDPA kernels and xformers"
 DEFAULT_MODEL_IMPL = SDPA
+DEFAULT_BACKENDS = {op: _registry(op).default for op in OP_REGISTRY}
+"""Per op, its default backend: what the other backends of an op-level group are compared against."""
+TWIN_SUFFIX = " (A/A)"
+"""The A/A twin's backend is its baseline's followed by this."""
 """The label of a fastvit whole-model row with the default attention, LayerNorm and patch embedding."""
 
 # -- libraries and architectures --------------------------------------------------------------------
@@ -119,7 +135,9 @@ RIVALS = ("swin", "cnn")
 CNN = "cnn"
 
 # -- environment ------------------------------------------------------------------------------------
-ENV_VERSIONS = (("torch", "torch", None), ("CUDA", "cuda", None), ("cuDNN", "cudnn", None),
+TORCH_ENV = "torch"
+"""The environment's key of the torch version."""
+ENV_VERSIONS = (("torch", TORCH_ENV, None), ("CUDA", "cuda", None), ("cuDNN", "cudnn", None),
                 ("triton", "triton", None),
                 ("Triton kernels' autotuning (FASTVIT_AUTOTUNE)", "triton_autotune", "–"),
                 ("xformers", "xformers", None), ("python", "python", None), ("platform", "platform", None))

@@ -11,7 +11,7 @@ import pandas as pd
 
 from fastvit.report.facts import (ARCH_GROUP, CNN, COMPILE_SUFFIX, DEFAULT_MODEL_IMPL, GLOBAL_ATTENTION, GROUP, MODEL,
                                   OWN_LIBRARY, RIVALS, SHARE, SHARE_GROUP, SHARE_KEY)
-from fastvit.report.tables import groups, has_tokens, impls
+from fastvit.report.tables import groups, has_tokens, impls, plain
 
 FIT_MIN_TOKENS = 1000     # exponents are fitted on the sizes with N >= this (N = 1025, 2305, 4097 by default)
 FIT_MIN_RESOLUTION = 512  # ... or, against pixels, on the sizes from this one (where a /16 ViT has N = 1025)
@@ -80,7 +80,7 @@ def attention_share(df: pd.DataFrame) -> pd.DataFrame:
     """Attention's share of the whole-model time as measured inside the model (the rows' attention_share
     column), per model, batch, dtype, pass, implementation and size. Implementations without any measured
     share (CNNs, compiled models, rows of older files) are left out; their other rows keep their status."""
-    rows = df[df["op"] == MODEL]
+    rows = plain(df[df["op"] == MODEL])
     timed = rows[rows[SHARE].notna()]
     measured = set(zip(timed["model"], timed["impl"]))
     keep = np.array([k in measured for k in zip(rows["model"], rows["impl"])], dtype=bool)
@@ -154,10 +154,10 @@ def crossings(share: pd.DataFrame) -> list[dict]:
 def architecture_rows(df: pd.DataFrame) -> pd.DataFrame:
     """The whole-model rows that stand for each architecture: fastvit's with every default backend,
     and the CNN baselines."""
-    rows = df[df["op"] == MODEL]
+    rows = plain(df[df["op"] == MODEL])
     own = (rows["library"] == OWN_LIBRARY) & (rows["impl"] == DEFAULT_MODEL_IMPL)
-    plain = ~rows["impl"].astype(str).str.contains(COMPILE_SUFFIX, regex=False)
-    return rows[(own | (rows["family"] == CNN)) & plain]
+    eager = ~rows["impl"].astype(str).str.contains(COMPILE_SUFFIX, regex=False)
+    return rows[(own | (rows["family"] == CNN)) & eager]
 
 
 def costlier_from(resolutions, ratios) -> Crossover:

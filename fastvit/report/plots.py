@@ -16,7 +16,7 @@ from typing import Callable
 import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator, PercentFormatter
 
 from fastvit.report.facts import COLORS, COMPILE_SUFFIX, MARKERS, PASS_TITLES, PASSES, SDPA, SDPA_KERNEL
 from fastvit.report.fit import SHARE_LEVEL, share_crossover
@@ -25,6 +25,7 @@ from fastvit.report.tables import has_tokens, impl_title, impls, mem_unit, statu
 TOKEN_GUIDES = ((1, "∝ N"), (2, "∝ N²"))
 PIXEL_GUIDES = ((2, "∝ res²"), (4, "∝ res⁴"))  # the same slopes against the resolution
 ARCH_GUIDES = ((2, "∝ res² (∝ N)"), (4, "∝ res⁴ (∝ N²)"))
+RATIO_SPAN = 0.03  # a ratio panel shows at least 1 ± this, so that noise-sized differences look noise-sized
 
 
 @dataclass(frozen=True)
@@ -238,5 +239,69 @@ def plot_architectures(d: pd.DataFrame, path: Path, title: str, labels: dict[str
         fig.suptitle(title, fontsize=12)
         if handles:
             fig.legend(list(handles.values()), list(handles), loc="outside right center", frameon=False)
+        fig.savefig(path)
+        plt.close(fig)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a ratio panel: time ratios (and their intervals; NaN where unpaired) against ``xs``."""
+    label: str
+    xs: list[float]
+    values: list[float]
+    lows: list[float]
+    highs: list[float]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel of :func:`plot_ratios`: its lines, what they are divided by, and the A/A band per size."""
+    title: str
+    baseline: str
+    series: list[Series]
+    band_xs: list[float]
+    bands: list[float]
+
+
+def plot_ratios(panels: dict[tuple[int, int], Panel], path: Path, title: str, xlabel: str = "resolution (px)") -> None:
+    """Time ratios against the image size, one panel per (row, column) of ``panels``: each line a
+    backend or model over the panel's baseline with its 95% interval as error bars, 1 as a dashed line
+    and the A/A noise band shaded around it; log axes."""
+    plt, rc = _setup_matplotlib()
+    nrows = 1 + max(r for r, _ in panels)
+    ncols = 1 + max(c for _, c in panels)
+    with plt.rc_context(rc):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols + 0.6, 3.6 * nrows + 0.6), squeeze=False,
+                                 layout="constrained")
+        for (row, col), panel in sorted(panels.items()):
+            ax = axes[row][col]
+            sizes = sorted({int(x) for s in panel.series for x in s.xs} | {int(x) for x in panel.band_xs})
+            if panel.band_xs:
+                xs = np.asarray(panel.band_xs, dtype=float)
+                band = np.asarray(panel.bands, dtype=float)
+                ax.fill_between(xs, 1 - band, 1 + band, color="0.8", alpha=0.8, linewidth=0, label="A/A noise band")
+            ax.axhline(1.0, color="0.35", linestyle="--", linewidth=1.1)
+            for i, s in enumerate(panel.series):
+                st = _style(s.label, i)
+                y = np.asarray(s.values, dtype=float)
+                lo, hi = np.asarray(s.lows, dtype=float), np.asarray(s.highs, dtype=float)
+                err = np.nan_to_num(np.vstack([y - lo, hi - y]).clip(min=0))
+                ax.errorbar(s.xs, y, yerr=err, capsize=3, label=s.label, **st)
+            values = [v for s in panel.series for v in (*s.values, *s.lows, *s.highs) if np.isfinite(v) and v > 0]
+            top, bottom = max(values + [1 + RATIO_SPAN]), min(values + [1 - RATIO_SPAN])
+            if sizes:
+                _res_axis(ax, sizes, log_y=top / bottom > 2)
+            ax.set_ylim(bottom / 1.02, top * 1.02)
+            plain_ticks = FuncFormatter(lambda v, _: f"{v:.3g}")
+            ax.yaxis.set_major_formatter(plain_ticks)
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+            ax.set_title(panel.title, fontsize=11)
+            ax.set_ylabel(f"time ÷ {panel.baseline}'s")
+            ax.legend(fontsize=8, frameon=False, loc="best")
+        for row in range(nrows):
+            for col in range(ncols):
+                if (row, col) not in panels:
+                    axes[row][col].set_visible(False)
+        fig.suptitle(title, fontsize=12)
         fig.savefig(path)
         plt.close(fig)

@@ -1,5 +1,7 @@
 """The sections of report.md. Each is a pure function of the rows (and the environment) that returns a
-:class:`Section`: its markdown lines and the figures those lines show; none of them writes a file."""
+:class:`Section`: its markdown lines, the figures those lines show and the tables they hold (each also
+written as CSV); none of them writes a file. This module: the environment, the scaling exponents, the
+kernels' targets, attention's share, and the tables of every op and pass."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,14 +9,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from fastvit.report.facts import (ATTENTION_REFERENCES, ENV_VERSIONS, FAMILY_TITLES, MODEL, OP_SHORT, OP_TITLES,
-                                  PASS_SHORT, PASS_TITLES, PASSES, PEER_LIBRARIES, REFERENCES, SDPA, SDPA_KERNEL,
-                                  SETTING)
-from fastvit.report.fit import (FIT_MIN_RESOLUTION, FIT_MIN_TOKENS, SHARE_LEVEL, architecture_crossings,
-                                attention_share, crossings, exponents)
+from fastvit.report.facts import (ENV_VERSIONS, MODEL, OP_SHORT, OP_TITLES, PASS_TITLES, SDPA, SDPA_KERNEL, SETTING)
+from fastvit.report.fit import FIT_MIN_RESOLUTION, FIT_MIN_TOKENS, SHARE_LEVEL, attention_share, crossings, exponents
 from fastvit.report.plots import Figure, plot_scaling, plot_share
-from fastvit.report.tables import (Notes, fig_name, fmt_exponent, groups, impl_title, impls, md_table, mem_unit, num,
-                                   one_setting, pivot_table, rate_unit, sort_by_op, status_kind, time_unit)
+from fastvit.report.tables import (Notes, Table, fig_name, fmt_exponent, groups, impl_title, mem_unit, num, one_setting,
+                                   pivot_table, rate_unit, slug, sort_by_op, status_kind, time_unit)
 from fastvit.report.targets import COPY, kernel_targets, targets_prose
 
 
@@ -22,6 +21,17 @@ from fastvit.report.targets import COPY, kernel_targets, targets_prose
 class Section:
     lines: list[str] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+
+    def table(self, table: Table) -> list[str]:
+        """Record ``table`` (it is also written as CSV) and return its markdown lines."""
+        self.tables.append(table)
+        return [table.markdown, ""]
+
+    def extend(self, other: "Section") -> None:
+        self.lines += other.lines
+        self.figures += other.figures
+        self.tables += other.tables
 
 
 def env_rows(env: dict) -> list[list[str]]:
@@ -64,74 +74,19 @@ def title(df: pd.DataFrame, env: dict) -> str:
     return f"fastvit resolution sweep: {device}"
 
 
-def header(df: pd.DataFrame, env: dict) -> Section:
-    """Title, what is measured, the summary, the environment and the command of the run."""
-    lines = [f"# {title(df, env)}", "",
-             "Tokens N = (resolution / patch)² + 1. Attention's work grows as N² (and its memory too, where the "
-             "N × N scores are materialized); everything else in a ViT grows as N. Each configuration is timed "
-             "with pytest-benchmark (median and interquartile range over the rounds"
-             + ("; on CUDA the CUDA-event times of those rounds" if df["kernel_median_s"].notna().any() else "")
-             + "); peak memory is measured in a separate call. See reports/README.md of fastvit for how to read this report.", "",
-             "## Summary", "", *summary(df), "",
-             "## Environment", "", md_table(["", ""], env_rows(env), numeric=False), ""]
-    if env.get("command"):
-        lines += ["Produced by:", "", f"```\n{env['command']}\n```", ""]
-    return Section(lines)
+def fit_span(r: dict) -> str:
+    """The sizes an exponent was fitted over: "785–3,137 (3)" tokens, or "512–1,024 px (3)"."""
+    unit = "" if r["axis"] == "tokens" else " px"
+    return f"{int(r['n_min']):,}–{int(r['n_max']):,}{unit} ({int(r['points'])})"
 
 
-def summary(df: pd.DataFrame) -> list[str]:
-    """Bullets: attention's exponents, where its share passes the level, graph breaks, row counts."""
-    lines = []
-    exps = exponents(df)
-    att = exps[exps["op"] == "attention"]
-    for p in PASSES:
-        sel = att[att["pass"] == p]
-        parts = [f"{r['impl']} {fmt_exponent(r['memory_exponent'])}" for r in sel.to_dict("records")
-                 if r["impl"] in ATTENTION_REFERENCES and np.isfinite(r["memory_exponent"])]
-        lparts = [f"{r['impl']} {fmt_exponent(r['latency_exponent'])}" for r in sel.to_dict("records")
-                  if r["impl"] in ATTENTION_REFERENCES and np.isfinite(r["latency_exponent"])]
-        if parts or lparts:
-            lines.append(f"- Attention {PASS_TITLES[p]}: peak-memory exponent {', '.join(parts) or '–'}; "
-                         f"latency exponent {', '.join(lparts) or '–'} (fitted over N ≥ {FIT_MIN_TOKENS:,}).")
-    models = df[df["op"] == MODEL]
-    for c in crossings(attention_share(df)):
-        if c["impl"] in ATTENTION_REFERENCES + PEER_LIBRARIES:
-            name = impl_title(models[models["model"] == c["model"]], c["impl"])
-            lines.append(f"- {c['model']}, {PASS_TITLES.get(c['pass'], c['pass'])}, {name}: attention's share of "
-                         f"the model's time (measured inside the model) {c['crossover'].sentence()}.")
-    lines += architecture_summary(df)
-    if "compile_graph_breaks" in df:
-        compiled = df[(df["status"] == "ok") & df["compile_graph_breaks"].notna()]
-        broken = compiled[compiled["compile_graph_breaks"] > 0]
-        if len(broken):
-            reasons = sorted({r for rs in broken.get("compile_break_reasons", []) if isinstance(rs, list) for r in rs})
-            lines.append(f"- torch.compile: {len(broken)} of {len(compiled)} compiled configurations broke their graph "
-                         "and ran partly as eager PyTorch" + (f" ({'; '.join(reasons)[:400]})" if reasons else "") + ".")
-    status = df["status"].astype(str)
-    budget = status.str.contains("time budget|memory available", regex=True).sum()
-    oom = (status == "oom").sum()
-    ok = (status == "ok").sum()
-    errors = status.str.startswith("error").sum()
-    lines.append(f"- {len(df)} configurations: {ok} measured, {oom} out of memory, "
-                 + (f"**{errors} failed with an error**, " if errors else "")
-                 + f"{budget} skipped as over the time or memory budget, {len(df) - ok - oom - errors - budget} "
-                 "skipped because the backend cannot run here.")
-    return lines
-
-
-def architecture_summary(df: pd.DataFrame) -> list[str]:
-    """One bullet per global-attention model and setting: from which resolution its latency passes that
-    of each Swin model and CNN."""
-    found: dict[tuple, list[str]] = {}
-    for c in architecture_crossings(df):
-        x = c["crossover"]
-        phrase = {"crossed": f"from {x.text}", "already": "already at the smallest size",
-                  "not reached": "at no size of the sweep (" + x.text.split("(", 1)[-1]}
-        phrase = phrase.get(x.kind, f"not compared ({x.text})")
-        key = (c["model"], c["pass"], c["dtype"], c["batch"])
-        found.setdefault(key, []).append(f"{c['rival']} ({FAMILY_TITLES.get(c['rival_family'])}) {phrase}")
-    return [f"- {model}, {PASS_SHORT.get(p, p)} (B={int(b)}, {dtype}): costlier in latency than "
-            + "; than ".join(parts) + "." for (model, p, dtype, b), parts in found.items()]
+def spans_used(exps: pd.DataFrame) -> str:
+    """The fit ranges actually used, in words: one span where every fit used it, else a pointer to the column."""
+    spans = list(dict.fromkeys(fit_span(r) for r in exps.to_dict("records")))
+    if len(spans) == 1:
+        return f"every fit here used N = {spans[0]}" if exps["axis"].iloc[0] == "tokens" else \
+            f"every fit here used {spans[0]}"
+    return "the last column gives the sizes each fit used"
 
 
 def exponent_section(df: pd.DataFrame) -> Section:
@@ -140,27 +95,29 @@ def exponent_section(df: pd.DataFrame) -> Section:
         return Section()
     exps = sort_by_op(exps, ["op", "pass"])
     several = len(exps[SETTING].drop_duplicates()) > 1
-
-    def span(r):
-        unit = "" if r["axis"] == "tokens" else " px"
-        return f"{int(r['n_min']):,}–{int(r['n_max']):,}{unit} ({int(r['points'])})"
-
     rows = [[OP_SHORT.get(r["op"], r["op"]), r["pass"]]
             + ([f"{r['model']}, B={int(r['batch'])}, {r['dtype']}"] if several else [])
-            + [r["impl"], fmt_exponent(r["latency_exponent"]), fmt_exponent(r["memory_exponent"]), span(r)]
+            + [r["impl"], fmt_exponent(r["latency_exponent"], r["points"]),
+               fmt_exponent(r["memory_exponent"], r["points"]), fit_span(r)]
             for r in exps.to_dict("records")]
     header = ["op", "pass"] + (["setting"] if several else []) + ["backend", "latency exponent", "memory exponent",
-                                                                  "fitted over N (points)"]
+                                                                  "fitted over N (sizes)"]
     pixels = (exps["axis"] == "pixels").any()
-    return Section(["## Scaling exponents", "",
-                    f"Slope k of a least-squares line through log(value) against log(N), value ∝ N^k, over the sizes "
-                    f"with N ≥ {FIT_MIN_TOKENS:,} (the largest three sizes where fewer than three reach it). k ≈ 2: "
-                    "quadratic in tokens, like attention's N² score matrix; k ≈ 1: linear, like everything else; "
-                    "k < 1: fixed costs (launches, workspaces) still weigh at these sizes."
-                    + (" Models without a global token count (Swin, PiT, CNNs) are fitted against the pixels, "
-                       f"res², over the sizes from {FIT_MIN_RESOLUTION} px on (the span is then in px): the same "
-                       "scale, 1 linear and 2 quadratic in the number of patches." if pixels else ""), "",
-                    md_table(header, rows, text_cols=len(header) - 3), ""])
+    few = (exps["points"] < 3).any()
+    section = Section()
+    section.lines = ["## Scaling exponents", "",
+                     f"Slope k of a least-squares line through log(value) against log(N), value ∝ N^k. The fit uses "
+                     f"the sizes with N ≥ {FIT_MIN_TOKENS:,} where at least three reach it, otherwise the largest "
+                     f"three sizes; {spans_used(exps)}. k ≈ 2: quadratic in tokens, like attention's N² score matrix; "
+                     "k ≈ 1: linear, like everything else; k < 1: fixed costs (launches, workspaces) still weigh at "
+                     "these sizes."
+                     + (" Models without a global token count (Swin, PiT, CNNs) are fitted against the pixels, res², "
+                        f"over the sizes from {FIT_MIN_RESOLUTION} px on (or the largest three; the span is then in "
+                        "px): the same scale, 1 linear and 2 quadratic in the number of patches." if pixels else "")
+                     + (" An exponent marked \"(2 sizes)\" is a line through two points: nothing there checks that "
+                        "the growth is a power law." if few else ""), "",
+                     *section.table(Table("exponents", "Scaling exponents", header, rows, text_cols=len(header) - 3))]
+    return section
 
 
 def targets_section(df: pd.DataFrame, env: dict) -> Section:
@@ -182,17 +139,31 @@ def targets_section(df: pd.DataFrame, env: dict) -> Section:
                      f"≥ {fmt(goal)}" if has_goal else "none", r["against"], verdict])
     judged = targets[targets["met"].notna()]
     met = int(judged["met"].astype(bool).sum())
-    return Section(["## Triton kernels against their targets", "",
-                    f"{met} of {len(judged)} targets met. {targets_prose()}", "",
-                    md_table(["op", "pass", "target", "setting", "size", "measured", "goal", "against", "verdict"],
-                             rows, text_cols=4), ""])
+    section = Section()
+    table = Table("kernel_targets", "Triton kernels against their targets",
+                  ["op", "pass", "target", "setting", "size", "measured", "goal", "against", "verdict"], rows,
+                  text_cols=4)
+    section.lines = ["## Triton kernels against their targets", "",
+                     f"{met} of {len(judged)} targets met. {targets_prose()}", "", *section.table(table)]
+    return section
+
+
+def _share_cell(hit: pd.DataFrame, notes: Notes) -> str:
+    if hit.empty:
+        return ""
+    if hit.iloc[0]["status"] != "ok":
+        return notes.cell(hit.iloc[0]["status"])
+    value = hit.iloc[0]["share"]
+    return f"{100 * value:.0f}%" if np.isfinite(value) else "–"
 
 
 def share_section(df: pd.DataFrame) -> Section:
+    """Attention's measured share of the model's time: one figure per setting, one table for every model."""
     share = attention_share(df)
     if share.empty:
         return Section()
     models = df[df["op"] == MODEL]
+    section = Section()
     lines = ["## Share of the whole-model time spent in attention", "",
              "Measured inside each model, in a run of its own after the timed rounds: every attention call "
              "(softmax(q k^T) v, whichever backend or library computes it; forward and, in a training step, "
@@ -203,45 +174,37 @@ def share_section(df: pd.DataFrame) -> Section:
              "scaled_dot_product_attention have no share.", ""]
     found = {(c["model"], c["batch"], c["dtype"], c["pass"], c["impl"]): c["crossover"] for c in crossings(share)}
     settings = share[["model", "batch", "dtype"]].drop_duplicates().to_dict("records")
-    figures = []
+    several = len(share[["batch", "dtype"]].drop_duplicates()) > 1
+    notes, rows = Notes(), []
+    res = sorted(int(r) for r in share["resolution"].unique())
     for setting in settings:
-        fig = "attention_share" + ("" if len(settings) == 1 else
-                                   f"_{setting['model']}_{setting['dtype']}_b{int(setting['batch'])}") + ".png"
-        part = share[(share["model"] == setting["model"]) & (share["batch"] == setting["batch"])
-                     & (share["dtype"] == setting["dtype"])]
-        fig_title = f"Share of the model's time in attention ({setting['model']}, B={int(setting['batch'])}, " \
-                    f"{setting['dtype']})"
-        named = models[models["model"] == setting["model"]]
-        figures.append(Figure(fig, lambda path, d=part, t=fig_title, n=named: plot_share(d, path, t, n)))
+        model, batch, dtype = setting["model"], setting["batch"], setting["dtype"]
+        fig = "attention_share" + ("" if len(settings) == 1 else f"_{model}_{dtype}_b{int(batch)}") + ".png"
+        part = share[(share["model"] == model) & (share["batch"] == batch) & (share["dtype"] == dtype)]
+        fig_title = f"Share of the model's time in attention ({model}, B={int(batch)}, {dtype})"
+        named = models[models["model"] == model]
+        section.figures.append(Figure(fig, lambda path, d=part, t=fig_title, n=named: plot_share(d, path, t, n)))
         lines += [f"![attention share]({fig})", ""]
         for p in sorted(dict.fromkeys(part["pass"]), key=lambda p: p != "fwd"):
-            model, batch, dtype = setting["model"], setting["batch"], setting["dtype"]
             d = part[part["pass"] == p]
-            notes = Notes()
-            res = sorted(int(r) for r in d["resolution"].unique())
-            rows = []
             for impl in dict.fromkeys(d["impl"]):
                 s = d[d["impl"] == impl]
-                cells = []
-                for r in res:
-                    hit = s[s["resolution"] == r]
-                    if hit.empty:
-                        cells.append("")
-                    elif hit.iloc[0]["status"] != "ok":
-                        cells.append(notes.cell(hit.iloc[0]["status"]))
-                    else:
-                        share_at = hit.iloc[0]["share"]
-                        cells.append(f"{100 * share_at:.0f}%" if np.isfinite(share_at) else "–")
-                rows.append([impl_title(named, impl)] + cells + [found[(model, batch, dtype, p, impl)].text])
-            lines += [f"{model}, B={int(batch)}, {dtype}, {PASS_TITLES.get(p, p)}:", "",
-                      md_table(["implementation"] + [f"{r} px" for r in res] + ["attention > rest from"], rows), ""]
-            if notes.reasons:
-                lines += [notes.render(), ""]
-    return Section(lines, figures)
+                rows.append([model + (f", B={int(batch)}, {dtype}" if several else ""), impl_title(named, impl), p]
+                            + [_share_cell(s[s["resolution"] == r], notes) for r in res]
+                            + [found[(model, batch, dtype, p, impl)].text])
+    table = Table("attention_share", "Attention's share of the model's time, every model",
+                  ["model", "implementation", "pass"] + [f"{r} px" for r in res] + ["attention > rest from"], rows,
+                  text_cols=3)
+    lines += [f"Attention's share of the model's time, every model and pass (sizes a model did not run are "
+              "empty):", "", *section.table(table)]
+    if notes.reasons:
+        lines += [notes.render(), ""]
+    section.lines = lines
+    return section
 
 
-def _rate_table(g: pd.DataFrame, ok: pd.DataFrame, kind: str, yardstick: float | None, what: str,
-                notes: Notes) -> list[str]:
+def _rate_table(section: Section, name: str, g: pd.DataFrame, ok: pd.DataFrame, kind: str,
+                yardstick: float | None, what: str, notes: Notes) -> list[str]:
     """Achieved FLOP/s or bytes/s per backend and size, with its percentage of the device's yardstick."""
     col = f"{kind}_per_s"
     unit, scale = rate_unit(ok[col], kind)
@@ -251,52 +214,48 @@ def _rate_table(g: pd.DataFrame, ok: pd.DataFrame, kind: str, yardstick: float |
         return num(r[col] * scale) + frac
 
     caption = f" (% of {what}, {num(yardstick * scale)} {unit})" if yardstick else ""
-    return [f"Achieved {unit}{caption}:", "", pivot_table(g, cell, notes, require_ok=True), ""]
+    header, rows = pivot_table(g, cell, notes, require_ok=True)
+    return [f"Achieved {unit}{caption}:", "",
+            *section.table(Table(f"{name}_{kind}_per_s", f"Achieved {unit}", header, rows))]
 
 
 def op_section(key: dict, g: pd.DataFrame, env: dict, fig: str) -> Section:
-    """One op and pass in one setting: its figure, latency, memory, rates and speedup tables."""
+    """One op and pass in one setting: its figure, latency, memory and rates tables."""
     op = key["op"]
     notes = Notes()
+    section = Section()
+    name = slug(key["op"], key["pass"], key["model"], key["dtype"], f"b{int(key['batch'])}")
     out = [f"### {group_heading(key)}", "", f"*{OP_TITLES.get(op, op)}.*", "", f"![{op} {key['pass']}]({fig})", ""]
     ok = g[g["status"] == "ok"]
     unit, scale = time_unit(ok["median_s"])
+    header, rows = pivot_table(g, lambda r: f"{num(r['median_s'] * scale)} [{num(r['iqr_s'] * scale, 2)}]", notes)
     out += [f"Median latency ({unit}) [interquartile range]:", "",
-            pivot_table(g, lambda r: f"{num(r['median_s'] * scale)} [{num(r['iqr_s'] * scale, 2)}]", notes), ""]
+            *section.table(Table(f"{name}_latency", f"{group_heading(key)}: median latency ({unit})", header, rows))]
     munit, mscale = mem_unit(ok["peak_mem_bytes"])
+    header, rows = pivot_table(g, lambda r: num(r["peak_mem_bytes"] * mscale), notes)
     out += [f"Peak memory ({munit}), measured in a call of its own beyond the inputs already allocated:", "",
-            pivot_table(g, lambda r: num(r["peak_mem_bytes"] * mscale), notes), ""]
+            *section.table(Table(f"{name}_memory", f"{group_heading(key)}: peak memory ({munit})", header, rows))]
     peak = (env.get("matmul_flops_per_s") or {}).get(key["dtype"])
     if ok["flops"].notna().any() and op != "layernorm":
-        out += _rate_table(g, ok, "flops", peak, f"the measured {key['dtype']} matmul peak", notes)
+        out += _rate_table(section, name, g, ok, "flops", peak, f"the measured {key['dtype']} matmul peak", notes)
     if ok["bytes"].notna().any():
-        out += _rate_table(g, ok, "bytes", env.get("copy_bytes_per_s"), "the measured copy bandwidth", notes)
-    for ref in REFERENCES.get(op, ()):
-        base = ok[ok["impl"] == ref].set_index("resolution")["median_s"]
-        if base.empty or len(impls(g, True)) < 2:
-            continue
-
-        def speedup(r, base=base):
-            t = base.get(r["resolution"])
-            return f"{t / r['median_s']:.2f}×" if t is not None and np.isfinite(t) else "–"
-
-        out += [f"Speedup over {ref} (its median / this backend's median; > 1 is faster):", "",
-                pivot_table(g, speedup, notes, require_ok=True), ""]
+        out += _rate_table(section, name, g, ok, "bytes", env.get("copy_bytes_per_s"), "the measured copy bandwidth",
+                           notes)
     kernels = g[(g["backend"] == SDPA) & g[SDPA_KERNEL].notna()][SDPA_KERNEL].unique()
     if len(kernels):
         out += [f"Kernel PyTorch chose for `{SDPA}`: {', '.join(f'`{k}`' for k in kernels)}.", ""]
     if notes.reasons:
         out += [notes.render(), ""]
     plot_title = group_title(key, g, env)
-    return Section(out, [Figure(fig, lambda path: plot_scaling(g, path, plot_title))])
+    section.lines = out
+    section.figures.append(Figure(fig, lambda path: plot_scaling(g, path, plot_title)))
+    return section
 
 
 def results_section(df: pd.DataFrame, env: dict) -> Section:
-    """Every op and pass, in report order."""
+    """Every op and pass, in report order: medians, memory and rates (comparisons have their own section)."""
     section = Section(["## Results by op and pass", ""])
     unique = one_setting(df)
     for key, g in groups(df):
-        part = op_section(key, g, env, fig_name(key, unique))
-        section.lines += part.lines
-        section.figures += part.figures
+        section.extend(op_section(key, g, env, fig_name(key, unique)))
     return section

@@ -1,11 +1,18 @@
 """Markdown tables and the formatting of their cells: numbers, units, statuses and their footnotes,
-tables of one value per backend (rows) and size (columns), and the groups of rows each table covers."""
+tables of one value per backend (rows) and size (columns), each table's CSV twin, and the groups of
+rows each table covers (A/A twins left out: they are the noise floor, not a backend)."""
 from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from fastvit.report.facts import ATTENTION_IMPL, FAMILY_TITLES, GROUP, NO_ATTENTION, OP_ORDER, OWN_LIBRARY, SETTING
+from fastvit.report.facts import (ATTENTION_IMPL, FAMILY_TITLES, GROUP, NO_ATTENTION, OP_ORDER, OWN_LIBRARY, SETTING,
+                                  TWIN_OF)
 
 
 # -- numbers and units ------------------------------------------------------------------------------
@@ -18,9 +25,12 @@ def num(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def fmt_exponent(x: float) -> str:
-    """A fitted exponent, two decimals."""
-    return f"{x:.2f}" if x is not None and np.isfinite(x) else "–"
+def fmt_exponent(x: float, points: int | None = None) -> str:
+    """A fitted exponent, two decimals; marked "(2 sizes)" where fitted over fewer than three sizes
+    (a line through two points: nothing checks that the growth is a power law)."""
+    if x is None or not np.isfinite(x):
+        return "–"
+    return f"{x:.2f}" + (f" ({int(points)} sizes)" if points is not None and points < 3 else "")
 
 
 def time_unit(seconds) -> tuple[str, float]:
@@ -61,6 +71,39 @@ def md_table(header: list[str], rows: list[list[str]], numeric: bool = True, tex
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of the report: ``name`` names its CSV file (``tables/<name>.csv``), ``title`` says what it
+    holds; the markdown and the CSV hold the same cells (the CSV without markdown emphasis)."""
+    name: str
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    numeric: bool = True
+    text_cols: int = 1
+
+    @property
+    def markdown(self) -> str:
+        return md_table(self.header, self.rows, self.numeric, self.text_cols)
+
+    def csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([plain_text(c) for c in self.header])
+        writer.writerows([[plain_text(c) for c in r] for r in self.rows])
+        return out.getvalue()
+
+
+def plain_text(cell) -> str:
+    """A markdown cell without its emphasis and code marks: ``**oom**`` -> ``oom``."""
+    return re.sub(r"\*\*(.*?)\*\*|`(.*?)`", lambda m: m.group(1) if m.group(1) is not None else m.group(2), str(cell))
+
+
+def slug(*parts) -> str:
+    """A file-name part of ``parts``: lowercase, runs of other characters as one ``_``."""
+    return re.sub(r"[^a-z0-9.+-]+", "_", "_".join(str(p) for p in parts if p not in (None, "")).lower()).strip("_")
 
 
 def status_kind(status: str) -> str:
@@ -105,8 +148,20 @@ def res_header(g: pd.DataFrame) -> tuple[list[int], list[str]]:
     return res, [f"{r} px (N={int(tokens[r]):,})" if r in tokens.index else f"{r} px" for r in res]
 
 
+def is_twin(df: pd.DataFrame) -> pd.Series:
+    """Whether each row is an A/A twin (the baseline of its comparison group measured a second time)."""
+    return df[TWIN_OF].notna() if TWIN_OF in df else pd.Series(False, index=df.index)
+
+
+def plain(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` without its A/A twins: the rows that stand for a backend, in tables, fits and figures."""
+    return df[~is_twin(df)]
+
+
 def impls(g: pd.DataFrame, require_ok: bool = False) -> list[str]:
-    """The backends (``impl`` labels) of ``g`` in row order; with ``require_ok`` only those timed at least once."""
+    """The backends (``impl`` labels) of ``g`` in row order, A/A twins left out; with ``require_ok`` only
+    those timed at least once."""
+    g = plain(g)
     names = list(dict.fromkeys(g["impl"]))
     if require_ok:
         names = [n for n in names if (g[(g["impl"] == n)]["status"] == "ok").any()]
@@ -123,8 +178,9 @@ def impl_title(g: pd.DataFrame, impl: str) -> str:
     return f"{impl} ({'/'.join(ran)})" if ran else impl
 
 
-def pivot_table(g: pd.DataFrame, cell, notes: Notes, require_ok: bool = False) -> str:
-    """One row per backend, one column per size: ``cell(row)`` for timed rows, the status otherwise."""
+def pivot_table(g: pd.DataFrame, cell, notes: Notes, require_ok: bool = False) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of a table of one row per backend, one column per size: ``cell(row)`` for timed
+    rows, the status otherwise."""
     res, header = res_header(g)
     rows = []
     for impl in impls(g, require_ok):
@@ -137,7 +193,7 @@ def pivot_table(g: pd.DataFrame, cell, notes: Notes, require_ok: bool = False) -
             row = hit.iloc[-1]
             cells.append(cell(row) if row["status"] == "ok" else notes.cell(row["status"]))
         rows.append([impl_title(g, impl)] + cells)
-    return md_table(["backend"] + header, rows)
+    return ["backend"] + header, rows
 
 
 # -- groups of rows ---------------------------------------------------------------------------------
@@ -148,7 +204,8 @@ def op_rank(op) -> int:
 
 def groups(df: pd.DataFrame):
     """(key, rows) per distinct value of the GROUP columns, in report order: op, fwd before train,
-    then model (by family, then name), dtype and batch."""
+    then model (by family, then name), dtype and batch; A/A twins left out."""
+    df = plain(df)
     keys = df[GROUP].drop_duplicates().to_dict("records")
     order = list(FAMILY_TITLES)
     named = df.dropna(subset=["family"])
