@@ -73,6 +73,17 @@ def _load_bias(Base, rows, mask_rows, cols, mask_cols, stride_r, stride_c, mult)
     return z.to(tl.float32) * mult
 
 
+@triton.jit
+def _load_lse(Base, rows, mask_rows, HAS_BIAS: tl.constexpr):
+    """The forward's base-2 log-sum-exp of these rows of one (batch, head), for exp2(s - lse). With a
+    bias, a fully masked row's -inf reads as +inf: exp2(s - lse) is then 0 for each of its scores
+    (-inf - -inf would be NaN), so the row adds nothing to any gradient."""
+    lse = tl.load(Base + rows, mask=mask_rows, other=0.0)
+    if HAS_BIAS:
+        lse = tl.where(lse == float("-inf"), float("inf"), lse)
+    return lse
+
+
 # ------------------------------------------------------------------------------------------------
 # Head-dim pieces and block sizes
 # ------------------------------------------------------------------------------------------------

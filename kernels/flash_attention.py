@@ -4,9 +4,13 @@ Algorithm (FlashAttention-2, Dao 2023). Forward: one program per (block of BLOCK
 head) streams the keys and values in blocks of BLOCK_N and keeps, per query row, a running maximum
 ``m``, a running normaliser ``l`` and an unnormalised fp32 accumulator (online softmax); the
 accumulator is rescaled by exp(m_old - m_new) whenever the maximum grows. Exponentials use ``exp2``
-with log2(e) folded into the scale. The forward saves only the output and the per-row log-sum-exp
-(natural log, fp32); the backward (kernels/flash_attention_bwd.py) recomputes the probabilities from
-it in a dK/dV pass and a separate dQ pass: no atomics, deterministic.
+with log2(e) folded into the scale. The forward saves only the output and the per-row log-sum-exp,
+fp32 in the log2 units the exponentials use (m + log2 l, the natural log-sum-exp times log2(e)); the
+backward (kernels/flash_attention_bwd.py) recomputes the probabilities from it, exp2(s - lse), in a
+dK/dV pass and a separate dQ pass: no atomics, deterministic. Log2 units, not the natural log: the
+conversion to it and back is an ulp off for many values, and at scores of 1e3-1e4 an ulp of the
+log-sum-exp is 1e-4 of a probability (dV of exactly one-hot rows came out 3.4e-4 off); kept in log2
+units, a row dominated by one score gets exactly the forward's probabilities back.
 
 Additive bias (Swin's relative position bias and shift mask): ``bias`` broadcastable to (B, H, N, N),
 added to the scaled scores before the softmax (``HAS_BIAS``, a constexpr switch of the same kernels).
@@ -17,8 +21,14 @@ for Swin), so that its rows load contiguously. The tile enters as the accumulato
 (as bias / scale, the scale applied after): the scores then stay in the dot's register layout through
 the softmax; added after the dot, the bias tile's load layout spread to the softmax and doubled the
 registers (its 64- and 128-wide tiles spilled). With a bias the pruning also drops the few tiles
-that still spill (``BIAS_SPILLS`` in kernels/_flash_common.py). Entries may be -inf (a mask) as long
-as each row keeps one finite score; a fully masked row gives NaN, as the materialized softmax does.
+that still spill (``BIAS_SPILLS`` in kernels/_flash_common.py). Entries may be -inf (a mask). A fully
+masked row, every score -inf, attends to nothing: its output is 0 (its normaliser l is 0; it is taken
+as 1) and its saved LSE -inf, which the backward reads as +inf, so exp2(s - lse) = 0 and the row adds
+nothing to any gradient (PyTorch SDPA's answer; the materialized softmax gives NaN, and in the
+backward its NaN filled dK and dV of the whole (batch, head) slice). A finite bias whose bias / scale
+passes fp32's range (finfo.min at scale < 1) reads as -inf there, so a row masked only by such values
+counts as fully masked. Rows whose scores all lie beyond about 2**24 in magnitude (-1e30 masks) have
+an LSE that cannot hold their normaliser: their gradients are wrong, as in PyTorch's CPU flash kernel.
 The bias gets its gradient (it is trained in Swin): the dQ pass writes the gradient of the scores,
 the broadcast dimensions are summed by torch (memory and determinism: kernels/flash_attention_bwd.py).
 
@@ -33,10 +43,11 @@ place). fp32 uses ``input_precision="ieee"`` (true fp32, not TF32) on fp32 tiles
 tensor-core dots with fp32 accumulation. Launches run with the inputs' CUDA device current.
 
 PyTorch custom ops (namespace ``fastvit_kernels``): ``flash_attn_fwd`` (q, k, v, bias?, scale) ->
-(out, lse) and ``flash_attn_bwd``, each with a fake implementation (shapes only) and the forward with
-its autograd formula (``register_autograd``, calling the backward op), so torch.compile sees one
-opaque op per pass (no graph break) and torch.export records it. Eagerly ``FlashAttentionFn`` runs
-the same implementations, setup and backward without the dispatcher (kernels._common.tracing).
+(out, lse), lse (B, H, N) fp32 in log2 units, and ``flash_attn_bwd``, each with a fake implementation
+(shapes only) and the forward with its autograd formula (``register_autograd``, calling the backward
+op), so torch.compile sees one opaque op per pass (no graph break) and torch.export records it.
+Eagerly ``FlashAttentionFn`` runs the same implementations, setup and backward without the
+dispatcher (kernels._common.tracing).
 
 Known limits: self-attention only (q, k, v of one shape), non-causal, no dropout; not twice
 differentiable; 32-bit offsets within one (batch, head) slice: an input whose slice spans 2**31
@@ -81,7 +92,7 @@ def _flash_attn_fwd_kernel(
     V,     # (B, H, N, D) values, any strides
     Bias,  # (B|1, H|1, N|1, N|1) additive bias, strides stride_z* (0 where it broadcasts); read when HAS_BIAS
     Out,   # (B, H, N, D) output (written), any strides
-    Lse,   # (B, H, N) fp32 contiguous (written): log-sum-exp of each row of scale * q k^T + bias
+    Lse,   # (B, H, N) fp32 contiguous (written): base-2 log-sum-exp of each row of scale * q k^T + bias
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -141,8 +152,10 @@ def _flash_attn_fwd_kernel(
                                                 IEEE)
         m_i = m_new
 
-    # Natural-log LSE: (m + log2 l) * ln 2.
-    tl.store(Lse + row0 + offs_m, (m_i + tl.math.log2(l_i)) * 0.6931471805599453, mask=mask_m)
+    if HAS_BIAS:  # a fully masked row (every score -inf): l = 0 and acc = 0; output 0, LSE m = -inf
+        l_i = tl.where(l_i == 0.0, 1.0, l_i)
+    # The LSE in log2 units, m + log2 l, as the backward's exp2 uses it (no conversion: see the docstring)
+    tl.store(Lse + row0 + offs_m, m_i + tl.math.log2(l_i), mask=mask_m)
     Os = Out + b * stride_ob + h * stride_oh
     _store_rows(Os, offs_m, mask_m, offs_d, D, stride_on, stride_od, (acc / l_i[:, None]).to(Out.dtype.element_ty))
     if BLOCK_D2 > 0:
@@ -224,7 +237,8 @@ def _bias_layout(bias: torch.Tensor | None, N: int) -> tuple[torch.Tensor | None
 
 
 def _flash_attn_fwd(q, k, v, bias, scale: float):
-    """Launch the forward. Returns out (B, H, N, D) contiguous and lse (B, H, N) fp32."""
+    """Launch the forward. Returns out (B, H, N, D) contiguous and lse (B, H, N) fp32, in log2 units
+    (the natural log-sum-exp of each row times log2(e); -inf for a fully masked row)."""
     B, H, N, D = q.shape
     out = torch.empty((B, H, N, D), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, H, N), device=q.device, dtype=torch.float32)
@@ -248,7 +262,8 @@ def _flash_attn_fwd(q, k, v, bias, scale: float):
 # ------------------------------------------------------------------------------------------------
 def _fwd_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
               scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out (B, H, N, D) contiguous, lse (B, H, N) fp32); q, k, v already fitted to 32-bit offsets."""
+    """(out (B, H, N, D) contiguous, lse (B, H, N) fp32 in log2 units); q, k, v already fitted to 32-bit
+    offsets."""
     require_runnable("flash_attention", q)
     return _flash_attn_fwd(q, k, v, bias, scale)
 
@@ -355,7 +370,7 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bias: 
 def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bias: torch.Tensor | None = None,
                   scale: float | None = None, upcast: bool = True) -> torch.Tensor:
     """Plain PyTorch reference: the materialized softmax(q k^T * scale + bias) v, differentiable by
-    autograd.
+    autograd; a fully masked row (every score -inf) gives 0 and zero gradients, as the kernel does.
 
     ``upcast=True`` computes float16/bfloat16 inputs in float32 and casts the result back; float32 and
     float64 inputs are computed in their own dtype (float64 inputs give the tests' reference).
@@ -366,6 +381,9 @@ def attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, bias: to
         q, k, v = q.float(), k.float(), v.float()
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q * scale) @ k.transpose(-2, -1)  # (B, H, N, N)
-    if bias is not None:
-        scores = scores + bias.to(scores.dtype)
-    return (scores.softmax(dim=-1) @ v).to(dtype)
+    if bias is None:
+        return (scores.softmax(dim=-1) @ v).to(dtype)
+    scores = scores + bias.to(scores.dtype)
+    dead = scores.detach().amax(dim=-1, keepdim=True) == float("-inf")  # (B, H, N, 1) fully masked rows
+    # Their scores set to 0 (a finite softmax, no NaN in its backward), their output rows to 0.
+    return (scores.masked_fill(dead, 0.0).softmax(dim=-1) @ v).masked_fill(dead, 0.0).to(dtype)

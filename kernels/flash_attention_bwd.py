@@ -2,7 +2,8 @@
 
 With P = softmax(S), S = scale * q k^T + bias and the gradient dO of the output, the backward needs
 dP = dO v^T and dS = P * (dP - delta) with delta = rowsum(dO * O) (FlashAttention-2, Dao 2023). P is
-recomputed from the forward's per-row log-sum-exp, tile by tile, in three kernels:
+recomputed from the forward's per-row log-sum-exp, saved in log2 units, as exp2(s - lse), tile by
+tile, in three kernels:
 
 * ``_flash_attn_bwd_preprocess_kernel``: delta, one value per query row;
 * ``_flash_attn_bwd_dkdv_kernel``: one program per key block accumulates dK = scale * dS^T q and
@@ -19,8 +20,9 @@ dimensions in a fixed order: deterministic, no atomics, at a cost of 4 * B * H *
 for the length of the backward (Swin-T's first stage at batch 32, 224 px: B = 32 * 64 windows, H = 3,
 N = 49: 59 MB), and only when the bias requires a gradient. Masked keys and padded rows get dS = 0.
 
-Rows whose scores are all -inf (a bias that masks every key) have a NaN log-sum-exp, and NaN
-gradients, as the materialized reference does.
+A fully masked row (every score -inf: a bias that masks every key) has output 0 and LSE -inf; its
+LSE is read as +inf (``_load_lse``), so its recomputed probabilities are 0, its dS is 0 (delta is 0
+too, its output being 0) and it adds nothing to dQ, dK, dV or dBias: no NaN anywhere.
 """
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ import triton
 import triton.language as tl
 
 from kernels._common import device_guard
-from kernels._flash_common import (PREPROCESS_BLOCK_M, LOG2E, _dot, _dot_acc, _load_bias, _load_rows, _program_ids,
-                                   _store_rows, blocks, head_dim_tiles, tuned)
+from kernels._flash_common import (PREPROCESS_BLOCK_M, LOG2E, _dot, _dot_acc, _load_bias, _load_lse, _load_rows,
+                                   _program_ids, _store_rows, blocks, head_dim_tiles, tuned)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -63,7 +65,7 @@ def _flash_attn_bwd_dkdv_kernel(
     Bias,     # (B|1, H|1, N|1, N|1) additive bias, strides stride_z* (0 where it broadcasts); read when HAS_BIAS
     DOut,     # (B, H, N, D) gradient of the output, any strides
     DK, DV,   # (B, H, N, D) gradients (written), sharing the strides stride_g*
-    Lse,      # (B, H, N) fp32 contiguous: the forward's log-sum-exp
+    Lse,      # (B, H, N) fp32 contiguous: the forward's base-2 log-sum-exp
     Delta,    # (B, H, N) fp32 contiguous: rowsum(dO * O)
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -106,7 +108,7 @@ def _flash_attn_bwd_dkdv_kernel(
         mask_m = rows < N
         q = _load_rows(Qs, rows, mask_m, offs_d, D, stride_qn, stride_qd)  # (BLOCK_M, BLOCK_D)
         do = _load_rows(DOs, rows, mask_m, offs_d, D, stride_don, stride_dod)  # (BLOCK_M, BLOCK_D)
-        lse2 = tl.load(Lse + row0 + rows, mask=mask_m, other=0.0) * 1.4426950408889634  # log2 units
+        lse2 = _load_lse(Lse + row0, rows, mask_m, HAS_BIAS)  # log2 units
         delta = tl.load(Delta + row0 + rows, mask=mask_m, other=0.0)
         if HAS_BIAS:  # k q^T + bias^T / scale (as in the forward), the bias tile transposed by its strides
             st = _dot_acc(k, tl.trans(q), _load_bias(Zs, offs_n, mask_n, rows, mask_m, stride_zn, stride_zm, inv_scale),
@@ -148,7 +150,7 @@ def _flash_attn_bwd_dq_kernel(
     DOut,     # (B, H, N, D) gradient of the output, any strides
     DQ,       # (B, H, N, D) gradient of q (written), strides stride_g*
     DS,       # (B, H, N, N) fp32 contiguous (written when STORE_DS): gradient of the scores, dBias unreduced
-    Lse,      # (B, H, N) fp32 contiguous: the forward's log-sum-exp
+    Lse,      # (B, H, N) fp32 contiguous: the forward's base-2 log-sum-exp
     Delta,    # (B, H, N) fp32 contiguous: rowsum(dO * O)
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -185,7 +187,7 @@ def _flash_attn_bwd_dq_kernel(
         q2 = _load_rows(Qs, offs_m, mask_m, offs_d2, D, stride_qn, stride_qd)  # (BLOCK_M, BLOCK_D2)
         do2 = _load_rows(DOs, offs_m, mask_m, offs_d2, D, stride_don, stride_dod)
         dq2 = tl.zeros([BLOCK_M, BLOCK_D2], dtype=tl.float32)
-    lse2 = tl.load(Lse + row0 + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
+    lse2 = _load_lse(Lse + row0, offs_m, mask_m, HAS_BIAS)  # log2 units
     delta = tl.load(Delta + row0 + offs_m, mask=mask_m, other=0.0)
     for start_n in range(0, N, BLOCK_N):
         cols = start_n + offs_n
