@@ -20,7 +20,7 @@ test: setup
 	$(PY) -m kernels.audit --arch sm_90,sm_80 --out reports/audit --results-cache reports/audit/results_cache.json
 
 # The main job: the resolution sweep on this machine's default device (CUDA if present, else CPU),
-# then its report, both in reports/<device>/ (results.jsonl is written row by row as the sweep goes).
+# then its report, both in reports/<device>/ (results.jsonl is written group by group as the sweep goes).
 # More sweep flags (see benchmarks/conftest.py) go in BENCH_ARGS, e.g.
 #   make bench BENCH_ARGS="--resolutions=224,384 --attn-backend=naive,sdpa --compile"
 BENCH_ARGS ?=
@@ -29,8 +29,7 @@ bench: setup
 	mkdir -p $$dir && rm -f $$dir/report.md $$dir/*.png; \
 	echo "[bench] sweep on $$($(PY) -m fastvit.bench device), results in $$dir"; \
 	PYTHON=$(PY) scripts/sweep.sh $$dir benchmarks/ --peers $(BENCH_ARGS); status=$$?; \
-	results=$$dir/results.json; [ -s $$results ] || results=$$dir/results.jsonl; \
-	$(PY) -m fastvit.cli report $$results -o $$dir || status=1; \
+	$(PY) -m fastvit.cli report $$dir/results.jsonl -o $$dir || status=1; \
 	echo "[bench] finished in $$(( $$(date +%s) - start )) s; report: $$dir/report.md"; exit $$status
 
 # The GPU job on a CUDA machine: the equivalence suite on CUDA (fp32/fp16/bf16, xformers and triton

@@ -10,7 +10,7 @@ import fastvit
 from fastvit import bench as fb
 from fastvit.devices import DTYPES
 
-from _workloads import kernel_info, lookup
+from _workloads import kernel_info, lookup, op_group
 
 OP = "attention"
 
@@ -35,5 +35,6 @@ def make_case(settings, impl: str, resolution: int, pass_name: str, dtype_name: 
                    skip=reason, matrix_bytes=(4 if train else 2) * B * H * N * N * dtype.itemsize)
 
 
-def test_attention(measure, settings, impl, resolution, pass_name, dtype_name):
-    measure(make_case(settings, impl, resolution, pass_name, dtype_name))
+def test_attention(measure_group, settings, resolution, pass_name, dtype_name):
+    cases = [make_case(settings, impl, resolution, pass_name, dtype_name) for impl in settings.impls[OP]]
+    measure_group(op_group(OP, "attention", settings, cases, resolution, pass_name, dtype_name))

@@ -8,7 +8,7 @@ import torch
 from fastvit import bench as fb
 from fastvit.devices import DTYPES
 
-from _workloads import lookup
+from _workloads import lookup, op_group
 
 OP = "layernorm"
 
@@ -37,5 +37,6 @@ def make_case(settings, impl: str, resolution: int, pass_name: str, dtype_name: 
     return fb.Case(OP, impl, fields, build, backends=(backend,), bytes=nbytes, skip=reason)
 
 
-def test_layer_norm(measure, settings, impl, resolution, pass_name, dtype_name):
-    measure(make_case(settings, impl, resolution, pass_name, dtype_name))
+def test_layer_norm(measure_group, settings, resolution, pass_name, dtype_name):
+    cases = [make_case(settings, impl, resolution, pass_name, dtype_name) for impl in settings.impls[OP]]
+    measure_group(op_group(OP, "norm", settings, cases, resolution, pass_name, dtype_name))

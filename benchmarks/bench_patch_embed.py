@@ -9,7 +9,7 @@ import torch
 from fastvit import bench as fb
 from fastvit.devices import DTYPES
 
-from _workloads import lookup
+from _workloads import lookup, op_group
 
 OP = "patch_embed"
 
@@ -40,5 +40,6 @@ def make_case(settings, impl: str, resolution: int, pass_name: str, dtype_name: 
                    bytes=fb.patch_embed_bytes(B, C, resolution, P, E, dtype.itemsize, pass_name), skip=reason)
 
 
-def test_patch_embed(measure, settings, impl, resolution, pass_name, dtype_name):
-    measure(make_case(settings, impl, resolution, pass_name, dtype_name))
+def test_patch_embed(measure_group, settings, resolution, pass_name, dtype_name):
+    cases = [make_case(settings, impl, resolution, pass_name, dtype_name) for impl in settings.impls[OP]]
+    measure_group(op_group(OP, "patch", settings, cases, resolution, pass_name, dtype_name))

@@ -1,10 +1,13 @@
 """Whole models: images (B, 3, res, res) -> logits, a model built for each resolution.
 
-``test_vit``: every preset of ``--model`` (any family: ViT, DeiT, Swin, PiT) with each attention
-backend, and with ``--peers`` timm's and HF transformers' builds of the same preset with the same
-weights, running their own attention. ``test_cnn`` (with ``--peers``): CNN baselines from
-torchvision. Rows carry the model, its family, the library and the parameter count, and attention's
-share of the time measured inside the model (fastvit.bench.share).
+``test_models``: one comparison group per size and pass holding every model of the sweep, timed in
+interleaved rounds: every preset of ``--model`` (any family: ViT, DeiT, Swin, PiT) with each attention
+backend (and ``+compile`` builds), with ``--peers`` timm's and HF transformers' builds of the same
+preset with the same weights, running their own attention, and CNN baselines from torchvision. Each
+member is compared against its preset's fastvit build on the default backend (a compiled build
+against its eager self); those, and the CNNs, against the first preset's: the architecture ratio.
+Rows carry the model, its family, the library and the parameter count, and attention's share of the
+time measured inside the model (fastvit.bench.share).
 
 Work (fastvit.bench.model_flops): FLOPs counted over the model's forward (and backward, for a
 training step of ``logits.sum()``) on the meta device; the same count for every library's build of
@@ -15,6 +18,7 @@ import torch
 import fastvit
 from fastvit import bench as fb
 from fastvit.bench import peers
+from fastvit.bench.peers import CNNS, LIBRARIES
 from fastvit.devices import DTYPES
 from fastvit.errors import FastViTError
 from fastvit.models import get_preset
@@ -124,9 +128,51 @@ def make_cnn_case(settings, cnn: str, resolution: int, pass_name: str, dtype_nam
     return fb.Case(OP, "torchvision", fields, build, flops=flops, skip=None if ok else reason)
 
 
-def test_vit(measure, settings, model_name, source, vit_norm, vit_patch, resolution, pass_name, dtype_name):
-    measure(make_case(settings, model_name, source, vit_norm, vit_patch, resolution, pass_name, dtype_name))
+def member_label(model: str, library: str, impl: str | None = None, norm: str | None = None,
+                 patch: str | None = None) -> str:
+    """A model's label in its group: ``"<model> fastvit <impl>[ norm=..][ patch=..]"`` or ``"<model> <library>"``."""
+    if library != "fastvit":
+        return f"{model} {library}"
+    extra = "".join(f" {k}={v}" for k, v in (("norm", norm), ("patch", patch)) if v is not None)
+    return f"{model} fastvit {impl}{extra}"
 
 
-def test_cnn(measure, settings, cnn, resolution, pass_name, dtype_name):
-    measure(make_cnn_case(settings, cnn, resolution, pass_name, dtype_name))
+def model_group(settings, resolution: int, pass_name: str, dtype_name: str) -> fb.Group:
+    """Every whole model of the sweep at one size and pass, with the baseline each is compared against."""
+    eager = [i for i in settings.impls[OP] if not fb.split_impl(i)[1]]
+    default = registry("attention").default if registry("attention").default in eager else eager[0]
+    norm0, patch0 = settings.vit_norm[0], settings.vit_patch[0]
+
+    def label(model, impl, norm, patch):  # the default norm and patch backends go unnamed
+        return member_label(model, "fastvit", impl, None if norm == norm0 else norm, None if patch == patch0 else patch)
+
+    anchor = label(settings.models[0], default, norm0, patch0)
+    cases = []
+    for model in settings.models:
+        own = label(model, default, norm0, patch0)
+        impls = list(settings.impls[OP])
+        if model == settings.model and resolution in settings.compile_at:  # the default compiled builds
+            impls += [f"{i}+compile" for i in eager]
+        for impl in impls:
+            name, compiled = fb.split_impl(impl)
+            for norm in settings.vit_norm:
+                for patch in settings.vit_patch:
+                    case = make_case(settings, model, ("fastvit", impl), norm, patch, resolution, pass_name, dtype_name)
+                    case.member = label(model, impl, norm, patch)
+                    case.baseline = (label(model, name, norm, patch) if compiled
+                                     else anchor if case.member == own else own)
+                    cases.append(case)
+        for library in (LIBRARIES if settings.peers else ()):
+            case = make_case(settings, model, (library, library), norm0, patch0, resolution, pass_name, dtype_name)
+            case.member, case.baseline = member_label(model, library), own
+            cases.append(case)
+    for cnn in (CNNS if settings.peers else ()):
+        case = make_cnn_case(settings, cnn, resolution, pass_name, dtype_name)
+        case.member, case.baseline = member_label(cnn, "torchvision"), anchor
+        cases.append(case)
+    key = {"resolution": resolution, "batch": settings.batch, "dtype": dtype_name, "pass": pass_name}
+    return fb.Group(OP, key, cases, twin=anchor if settings.twin else None)
+
+
+def test_models(measure_group, settings, resolution, pass_name, dtype_name):
+    measure_group(model_group(settings, resolution, pass_name, dtype_name))

@@ -1,18 +1,20 @@
-"""The resolution sweep's command-line axes, parametrization, fixtures and results files.
+"""The resolution sweep's command-line axes, parametrization, fixtures and results file.
 
     pytest benchmarks/ --benchmark-only [--attn-backend=naive,sdpa] [--resolutions=224,384]
-        [--model=NAME] [--dtype=fp32] [--device=cpu] [--batch-size=1] [--pass=fwd,train]
-        [--compile | --compile-at=R,R] [--peers] [--results=PATH.jsonl] [--time-budget=SECONDS] [--threads=N]
-        [--resume [--force-resume]] [--benchmark-json=PATH.json]
+        [--model-resolutions=224] [--model=NAME] [--dtype=fp32] [--device=cpu] [--batch-size=1]
+        [--pass=fwd,train] [--compile | --compile-at=R,R] [--peers] [--no-aa] [--results=PATH.jsonl]
+        [--time-budget=SECONDS] [--threads=N] [--resume [--force-resume]]
 
-Every ``bench_<op>.py`` here declares ``OP`` and one test taking ``impl``, ``resolution``,
-``pass_name`` and ``dtype_name``; this file parametrizes them from the options. Each finished
-configuration is appended to the JSONL results file at once; rows that are not timed (``skipped: ...``,
-``oom``) also go to the pytest-benchmark JSON under ``fastvit_unmeasured``, and the run's environment
-(versions, device, matmul peak, copy bandwidth, command) under ``machine_info.fastvit``. The results
-file is locked while the sweep runs; ``--resume`` continues an interrupted sweep in it without
-measuring again what it recorded (fastvit.bench.results), whose rows the JSON then carries under
-``fastvit_resumed``.
+Every ``bench_<op>.py`` here declares ``OP`` and one test per comparison group taking ``resolution``,
+``pass_name`` and ``dtype_name``; this file parametrizes them from the options. A test builds the
+group's cases (every backend of the op; for whole models every model, peer and compiled build) and
+hands them to ``measure_group``, which times them together in interleaved rounds (fastvit.bench.sweep)
+inside one ``benchmark.pedantic`` round: pytest-benchmark's own table shows what each group's
+measurement took, the measurements are the rows. Each finished group is appended to the JSONL
+results file at once (its first line: the run's environment, versions, device, matmul peak, copy
+bandwidth, command), the one results format the report reads. The results file is locked while the
+sweep runs; ``--resume`` continues an interrupted sweep in it without measuring again what it
+recorded (fastvit.bench.results).
 """
 from __future__ import annotations
 
@@ -50,6 +52,11 @@ def pytest_addoption(parser):
                 "sweep uses the default 'conv' unless this is given)")
     g.addoption("--resolutions", metavar="R,R", help="square image sizes in px (default per device: "
                 + "; ".join(f"{d}: {','.join(map(str, v.resolutions))}" for d, v in fb.DEFAULTS.items()) + ")")
+    g.addoption("--model-resolutions", metavar="R,R", help="sizes of the whole-model rows (default: --resolutions "
+                "if given, else per device: " + "; ".join(f"{d}: {','.join(map(str, v.model_resolutions))}"
+                                                        for d, v in fb.DEFAULTS.items()) + ")")
+    g.addoption("--no-aa", action="store_true", help="leave out the A/A twin of each comparison group's baseline "
+                "(the measured noise floor)")
     g.addoption("--model", metavar="A,B", help="presets of any family for the whole-model rows; the op-level rows "
                 "use the shapes of the first ViT-family one (default per device: "
                 + "; ".join(f"{d}: {','.join(v.models)}" for d, v in fb.DEFAULTS.items()) + ")")
@@ -70,8 +77,9 @@ def pytest_addoption(parser):
                 + ")")
     g.addoption("--results", metavar="PATH", help="JSONL file the rows are appended to as they finish "
                 "(default: .benchmarks/fastvit-<device>.jsonl; a new sweep starts a new file)")
-    g.addoption("--time-budget", type=float, metavar="S", help="seconds of timed rounds one configuration may "
-                "take (default per device: " + ", ".join(f"{d}: {v.time_budget:g}" for d, v in fb.DEFAULTS.items())
+    g.addoption("--time-budget", type=float, metavar="S", help="seconds of interleaved rounds one comparison group "
+                "may take after its minimum of rounds (default per device: "
+                + ", ".join(f"{d}: {v.time_budget:g}" for d, v in fb.DEFAULTS.items())
                 + "); a configuration whose single call would exceed budget / min rounds is recorded as skipped")
     g.addoption("--threads", type=int, help="torch CPU threads (default: the CPUs this process may use)")
     g.addoption("--resume", action="store_true", help="continue the sweep recorded in --results: configurations "
@@ -87,6 +95,7 @@ class Settings:
     model: str           # the preset whose shapes the op-level rows use
     peers: bool
     resolutions: list
+    model_resolutions: list
     compile_at: list     # without --compile: where the op-level preset's whole model gets +compile rows
     batch: int
     dtypes: list
@@ -96,6 +105,8 @@ class Settings:
     vit_patch: list
     results: Path
     time_budget: float | None
+    twin: bool = True    # an A/A twin of each group's baseline
+    compile_all: bool = False  # --compile: +compile members everywhere
 
     @property
     def cfg(self):
@@ -133,16 +144,19 @@ def _settings(config) -> Settings:
         if bad:
             raise pytest.UsageError(f"{flag}: unknown {bad}; choose from {', '.join(allowed)}")
     try:
-        resolutions = [int(r) for r in _split(config.getoption("resolutions") or ",".join(map(str, defaults.resolutions)))]
+        given = config.getoption("resolutions")
+        resolutions = [int(r) for r in _split(given or ",".join(map(str, defaults.resolutions)))]
+        model_given = config.getoption("model_resolutions")
+        model_resolutions = ([int(r) for r in _split(model_given)] if model_given else resolutions if given
+                             else list(defaults.model_resolutions))
         at = config.getoption("compile_at")
         compile_at = [] if at == "none" else [int(r) for r in _split(at)] if at else list(defaults.compile_at)
     except ValueError:
-        raise pytest.UsageError("--resolutions and --compile-at take comma-separated integers, e.g. 224,384") from None
+        raise pytest.UsageError("--resolutions, --model-resolutions and --compile-at take comma-separated integers, "
+                                "e.g. 224,384") from None
     compile_ = config.getoption("compile")
-    compile_at = [r for r in compile_at if r in resolutions] if not compile_ else []
+    compile_at = [r for r in compile_at if r in model_resolutions] if not compile_ else []
     model_impls = _backends(config, "attn_backend", ATTENTION, compile_, default=defaults.model_backends)
-    if compile_at:  # the default compile rows: the op-level preset's whole model, eager beside compiled
-        model_impls += [f"{n}+compile" for n in model_impls]
     impls = {
         "attention": _backends(config, "attn_backend", ATTENTION, compile_),
         "model": model_impls,
@@ -153,10 +167,11 @@ def _settings(config) -> Settings:
     vit_patch = _split(config.getoption("patch_backend")) if config.getoption("patch_backend") else [PATCH.default]
     results = Path(config.getoption("results") or f".benchmarks/fastvit-{device.type}.jsonl")
     return Settings(device=device, models=models, model=op_models[0], peers=config.getoption("peers"),
-                    resolutions=resolutions, compile_at=compile_at,
+                    resolutions=resolutions, model_resolutions=model_resolutions, compile_at=compile_at,
                     batch=config.getoption("batch_size") or defaults.batch, dtypes=dtypes, passes=passes,
                     impls=impls, vit_norm=vit_norm, vit_patch=vit_patch, results=results,
-                    time_budget=config.getoption("time_budget"))
+                    time_budget=config.getoption("time_budget"), twin=not config.getoption("no_aa"),
+                    compile_all=compile_)
 
 
 _SETTINGS = pytest.StashKey[Settings]()
@@ -191,7 +206,8 @@ def pytest_report_header(config):
     s = config.stash[_SETTINGS]
     return (f"fastvit sweep: {','.join(s.models)}{' with peers' if s.peers else ''} (op level: {s.model}) on "
             f"{s.device.type}, batch {s.batch}, {','.join(s.dtypes)}, "
-            f"passes {','.join(s.passes)}, resolutions {','.join(map(str, s.resolutions))}, "
+            f"passes {','.join(s.passes)}, resolutions {','.join(map(str, s.resolutions))} "
+            f"(whole models {','.join(map(str, s.model_resolutions))}), "
             f"{torch.get_num_threads()} threads; rows -> {s.results}")
 
 
@@ -200,42 +216,11 @@ def pytest_generate_tests(metafunc):
     if op is None:
         return
     s = metafunc.config.stash[_SETTINGS]
-    # sizes outermost: every backend of one size runs back to back, so slow drifts of the machine do
-    # not land on one backend; smaller sizes first, so larger ones can be judged against the budget
-    metafunc.parametrize("resolution", s.resolutions, ids=[f"{r}px" for r in s.resolutions])
-    if "model_name" in metafunc.fixturenames:
-        metafunc.parametrize("model_name", s.models)
-    if "source" in metafunc.fixturenames:  # (library, implementation): fastvit's backends, then the peers
-        sources = [("fastvit", i) for i in s.impls[op]] + ([(lib, lib) for lib in LIBRARIES] if s.peers else [])
-        metafunc.parametrize("source", sources, ids=[i if lib == "fastvit" else lib for lib, i in sources])
-    if "cnn" in metafunc.fixturenames:
-        metafunc.parametrize("cnn", list(CNNS) if s.peers else [])
-    if "impl" in metafunc.fixturenames:
-        metafunc.parametrize("impl", s.impls[op])
-    if "vit_norm" in metafunc.fixturenames:
-        metafunc.parametrize("vit_norm", s.vit_norm, ids=[f"norm={n}" for n in s.vit_norm])
-    if "vit_patch" in metafunc.fixturenames:
-        metafunc.parametrize("vit_patch", s.vit_patch, ids=[f"patch={p}" for p in s.vit_patch])
+    # one test per comparison group; smaller sizes first, so larger ones can be judged against the budget
+    sizes = s.model_resolutions if op == "model" else s.resolutions
+    metafunc.parametrize("resolution", sizes, ids=[f"{r}px" for r in sizes])
     metafunc.parametrize("pass_name", s.passes)
     metafunc.parametrize("dtype_name", s.dtypes)
-
-
-def pytest_collection_modifyitems(config, items):
-    """The default compile rows (``compile_at``) are the op-level preset's whole model at those sizes:
-    the other whole-model +compile items are deselected."""
-    s = config.stash.get(_SETTINGS, None)
-    if s is None or not s.compile_at:
-        return
-    keep, drop = [], []
-    for item in items:
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        source = params.get("source")
-        compiled = source is not None and source[0] == "fastvit" and fb.split_impl(source[1])[1]
-        wanted = params.get("model_name") == s.model and params.get("resolution") in s.compile_at
-        (drop if compiled and not wanted else keep).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
 
 
 @pytest.fixture(scope="session")
@@ -260,64 +245,52 @@ def sweep(request, settings) -> fb.Sweep:
     return sw
 
 
-def _timer(benchmark):
-    """The sweep's Timer through pytest-benchmark's public API: ``pedantic`` with explicit rounds. A call
-    that raises inside it marks the benchmark as failed, so pytest-benchmark leaves it out of its JSON."""
-    if getattr(benchmark, "disabled", False):
-        return None
-
-    def timer(fn, setup, rounds, warmup):
-        benchmark.pedantic(fn, setup=setup, rounds=rounds, warmup_rounds=warmup, iterations=1)
-        s = benchmark.stats.stats
-        return fb.Stats(median=s.median, iqr=s.iqr, q1=s.q1, q3=s.q3, mean=s.mean, stddev=s.stddev, min=s.min,
-                        max=s.max, rounds=s.rounds)
-    return timer
-
-
 @pytest.fixture
-def measure(request, benchmark, sweep):
-    """``measure(case)``: run one configuration; a skipped or out-of-memory outcome becomes a pytest
-    skip with its status, an error a failure with its exception."""
-    def run(case: fb.Case) -> dict:
-        outcome = sweep.run(case, _timer(benchmark))
-        if outcome.resumed:
-            pytest.skip(f"recorded by the sweep being resumed: {outcome.status}")
-        request.node.user_properties.append(("fastvit_row", outcome.row))
-        if outcome.error is not None:
-            raise outcome.error
-        if outcome.status != "ok":
-            pytest.skip(outcome.status)
-        benchmark.extra_info.update(outcome.row)
-        return outcome.row
+def measure_group(request, benchmark, sweep):
+    """``measure_group(group)``: time a comparison group in interleaved rounds (inside one
+    pytest-benchmark round, which times the whole group's measurement); every member's row goes to
+    the results file. A member that failed fails the test with its exception, after the others
+    were measured; a group of which nothing was timed becomes a skip with the statuses."""
+    def run(group: fb.Group) -> list[dict]:
+        sweep.timing_disabled = bool(getattr(benchmark, "disabled", False))
+        outcomes = []
+        benchmark.pedantic(lambda: outcomes.extend(sweep.run_group(group)), rounds=1, iterations=1, warmup_rounds=0)
+        fresh = [o for o in outcomes if not o.resumed]
+        request.node.user_properties.append(("fastvit_rows", [o.row for o in fresh]))
+        timed = [o.row for o in fresh if o.status == "ok"]
+        benchmark.extra_info.update(group=group.id, members=len(outcomes), timed=len(timed),
+                                    rounds=timed[0]["group_rounds"] if timed else 0,
+                                    stop=timed[0]["group_stop"] if timed else None)
+        errors = [o.error for o in fresh if o.error is not None]
+        if errors:
+            raise errors[0]
+        if not fresh:
+            pytest.skip("recorded by the sweep being resumed: " + ", ".join(sorted({o.status for o in outcomes})))
+        if not timed:
+            pytest.skip("; ".join(sorted({o.status for o in fresh})))
+        return [o.row for o in outcomes]
     return run
 
 
 def pytest_report_teststatus(report, config):
-    """Progress: each finished configuration shows its status, median, peak memory and throughput."""
+    """Progress: each finished group shows its members timed, rounds, why they stopped and the A/A ratio."""
     if report.when != "call" or not config.getoption("verbose"):
         return None
-    row = dict(report.user_properties).get("fastvit_row")
-    if row is None:
-        return None
-    summary = fb.row_summary(row)
-    if len(summary) > 110:
-        summary = summary[:107] + "..."
-    if report.passed:
-        return "passed", ".", (summary, {"green": True})
-    return None  # skipped rows keep pytest's "SKIPPED (status)"
+    rows = dict(report.user_properties).get("fastvit_rows")
+    if not rows or not report.passed:
+        return None  # skipped groups keep pytest's "SKIPPED (status)"
+    timed = [r for r in rows if r["status"] == "ok"]
+    summary = f"{len(timed)}/{len(rows)} timed, {timed[0]['group_rounds']} rounds ({timed[0]['group_stop']})"
+    twin = next((r for r in timed if r.get("twin_of") and "ratio" in r), None)
+    if twin is not None:
+        summary += f", A/A {twin['ratio']:.3f} [{twin['ratio_low']:.3f}, {twin['ratio_high']:.3f}]"
+    return "passed", ".", (summary, {"green": True})
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     sweep = config.stash.get(_SWEEP, None)
     if sweep is not None:
         machine_info["fastvit"] = sweep.env
-
-
-def pytest_benchmark_update_json(config, benchmarks, output_json):
-    sweep = config.stash.get(_SWEEP, None)
-    if sweep is not None:
-        output_json["fastvit_unmeasured"] = sweep.unmeasured
-        output_json["fastvit_resumed"] = sweep.resumed  # rows of the earlier run, so the JSON is whole
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

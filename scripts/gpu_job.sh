@@ -15,13 +15,13 @@
 #   report  `fastvit report` for every results file under OUT_DIR.
 #
 # Everything lands in OUT_DIR (default reports/<device slug>): logs, check-<dtype>.json, one folder per
-# sweep with results.json (pytest-benchmark), results.jsonl (rows as they finished) and the report.
+# sweep with results.jsonl (rows as each comparison group finished) and the report.
 # With BUNDLE=PATH the folder is also packed into one .tar.gz there (the device tool returns at most 8
 # files). `make bench-gpu` runs this with the project's venv.
 #
 # Settings (environment): PYTHON [python3], DEVICE [cuda], MODELS [vit_base_patch16_224,
 # vit_large_patch16_224], RESOLUTIONS [224,384,512,768,1024], DTYPE [bf16], BATCH [8], BIG_BATCH [64],
-# TIME_BUDGET [5 s per configuration], CHECK_MODELS [vit_small_patch16_224,vit_base_patch16_224],
+# TIME_BUDGET [5 s of interleaved rounds per comparison group], CHECK_MODELS [vit_small_patch16_224,vit_base_patch16_224],
 # CHECK_DTYPES [fp32,fp16,bf16], SWEEP_TIMEOUT [none: seconds per sweep, then it is interrupted and
 # what it measured is kept], TEST_AUTOTUNE [off], FASTVIT_AUTOTUNE [on: the kernels' compact
 # autotuning space for checks and sweeps; full: the wide one], BENCH_ARGS (more sweep flags, e.g.
@@ -51,7 +51,7 @@ start=$(date +%s)
 say() { echo "[gpu-job $(( $(date +%s) - start ))s] $*"; }
 
 requirements() {  # fail early, naming what is missing, rather than after minutes of GPU time
-    local missing need="torch triton einops numpy pandas matplotlib markdown pytest pytest_benchmark"
+    local missing need="torch triton einops numpy scipy pandas matplotlib markdown pytest pytest_benchmark"
     case $phase in all|tests) need="$need hypothesis" ;; esac
     missing=$($PY -c 'import importlib.util, sys; print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))' $need)
     if [ -n "$missing" ]; then
@@ -118,8 +118,7 @@ run_sweeps() {
 }
 
 run_reports() {
-    for results in "$out"/*/results.json; do
-        [ -s "$results" ] || results=${results%.json}.jsonl
+    for results in "$out"/*/results.jsonl; do
         [ -s "$results" ] || continue
         say "report $(dirname "$results")"
         $PY -m fastvit.cli report "$results" -o "$(dirname "$results")" || failed+=("report-$(dirname "$results")")

@@ -18,7 +18,8 @@ from conftest import subprocess_env
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = {"op", "backend", "model", "resolution", "tokens", "batch", "dtype", "device", "device_name", "pass",
           "flops", "status"}
-TIMED = {"median_s", "iqr_s", "rounds", "peak_mem_bytes"}
+TIMED = {"median_s", "iqr_s", "rounds", "peak_mem_bytes", "round_times_s", "group_rounds", "group_seed", "group_stop"}
+GROUPED = {"group", "member", "baseline"}
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +30,9 @@ def sweep(tmp_path_factory):
     env = subprocess_env()
     cmd = [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "-q", "-p", "no:cacheprovider",
            "--model", "vit_tiny_patch16_224", "--resolutions", "64,192", "--batch-size", "1", "--device", "cpu",
-           "--time-budget", "4", "--threads", "1",  # roomy: these rows must be timed even on a busy machine
+           "--time-budget", "3", "--threads", "1",  # a call may take 0.6 s: these rows are timed even on a busy machine
            "--attn-backend", ",".join(fastvit.ATTENTION.names()),  # whole models too (on CPU they default to sdpa)
-           "--benchmark-json", str(out / "results.json"), "--results", str(out / "results.jsonl")]
+           "--results", str(out / "results.jsonl")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return out
@@ -51,11 +52,13 @@ def test_jsonl_rows(sweep):
     assert {r["op"] for r in rows} == set(fb.OPS)
     assert {r["pass"] for r in rows} == {"fwd", "train"} and {r["resolution"] for r in rows} == {64, 192}
     for r in rows:
-        assert COMMON <= r.keys(), r
+        assert COMMON <= r.keys() and GROUPED <= r.keys(), r
         assert r["status"] == "ok" or r["status"].startswith("skipped: ") or r["status"] == "oom", r
         assert r["threads"] == 1
         if r["status"] == "ok":
             assert TIMED <= r.keys(), r
+            assert len(r["round_times_s"]) == r["rounds"] == r["group_rounds"] >= 5
+            assert r["group_stop"] in ("converged", "time budget", "max rounds")
         if r["op"] in ("layernorm", "patch_embed"):
             assert "bytes" in r and (r["status"] != "ok" or r["bytes_per_s"] > 0)
         if r["status"] == "ok" and r["flops"]:
@@ -64,10 +67,14 @@ def test_jsonl_rows(sweep):
             assert r["sdpa_kernel"].startswith("sdpa-")
         if r["op"] == "model":
             assert r["norm_backend"] == "torch" and r["patch_backend"] == "conv"
-    status = {(r["op"], r["backend"]): r["status"] for r in rows}
+    status = {(r["op"], r["backend"], r["resolution"], r["pass"]): r["status"] for r in rows}
     for op, backend in (("attention", "naive"), ("attention", "sdpa"), ("model", "sdpa"), ("layernorm", "torch"),
                         ("patch_embed", "conv")):
-        assert status[op, backend] == "ok"
+        for pass_ in ("fwd", "train"):
+            assert status[op, backend, 64, pass_] == "ok"
+            # a busy machine may make a training step at the larger size longer than the budget allows
+            assert status[op, backend, 192, pass_] == "ok" or "over the time budget" in status[op, backend, 192, pass_]
+    status = {(r["op"], r["backend"]): r["status"] for r in rows}
     for op in ("attention", "model", "layernorm", "patch_embed"):
         # never timed on CPU, although TRITON_INTERPRET=1 makes the backend available
         assert status[op, "triton"].startswith("skipped: ") and "interpreter" in status[op, "triton"]
@@ -85,27 +92,34 @@ def test_naive_memory_grows_faster_than_sdpa(sweep):
         assert naive > 1.5 * sdpa, (pass_, naive, sdpa)
 
 
-def test_pytest_benchmark_json(sweep):
-    data = json.loads((sweep / "results.json").read_text())
-    info = data["machine_info"]["fastvit"]
-    assert info["device"] == "cpu" and info["matmul_flops_per_s"]["fp32"] > 0
-    assert data["commit_info"]  # pytest-benchmark's own git information
-    assert {b["extra_info"]["status"] for b in data["benchmarks"]} == {"ok"}
-    unmeasured = data["fastvit_unmeasured"]
-    assert unmeasured and all(r["status"] != "ok" for r in unmeasured)
-    assert any(r["backend"] == "triton" for r in unmeasured)
+def test_every_group_is_timed_together_with_an_aa_twin(sweep):
+    """The members of a group share its rounds; each is compared with its baseline by a paired ratio
+    with its interval; one A/A twin of the baseline per group, the same workload timed again."""
     _, rows = rows_of(sweep / "results.jsonl")
-    assert len(data["benchmarks"]) + len(unmeasured) == len(rows)
-
-
-def test_reports_from_json_and_from_an_interrupted_jsonl(sweep, tmp_path):
-    text = write_report(sweep / "results.json", tmp_path / "full").read_text()
-    assert "## Scaling exponents" in text and "skipped [" in text
-    lines = (sweep / "results.jsonl").read_text().splitlines()
-    partial = tmp_path / "partial.jsonl"
-    partial.write_text("\n".join(lines[: len(lines) // 2]) + "\n" + lines[len(lines) // 2][:40])
-    assert len(load_results(partial).rows) == len(lines) // 2 - 1
-    assert write_report(partial, tmp_path / "partial").is_file()
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r)
+    assert len(groups) == 4 * 2 * 2  # (attention, model, layernorm, patch embedding) x 2 sizes x 2 passes
+    for name, members in groups.items():
+        timed = [r for r in members if r["status"] == "ok"]
+        if not timed:  # every backend of the group is one that cannot run here (the Triton kernels on CPU)
+            assert {r["backend"] for r in members} <= {"triton"}, name
+            continue
+        assert len({r["group_rounds"] for r in timed}) == 1 and len({r["group_seed"] for r in timed}) == 1
+        assert len({r["member"] for r in members}) == len(members), name
+        twins = [r for r in timed if r.get("twin_of")]
+        assert len(twins) == 1, name
+        twin = twins[0]
+        base = next(r for r in timed if r["member"] == twin["twin_of"])
+        assert twin["backend"] == base["backend"] + fb.TWIN and twin["baseline"] == base["member"]
+        assert "ratio" not in base and base["baseline"] == base["member"] or base["op"] != "model"
+        for r in timed:
+            if r is base or r["baseline"] not in {m["member"] for m in timed}:
+                continue
+            assert r["ratio_low"] <= r["ratio"] <= r["ratio_high"], r
+            assert r["verdict"] in ("faster", "slower", fb.NO_DIFFERENCE)
+            ref = next(m for m in timed if m["member"] == r["baseline"])
+            assert fb.paired_ratio(r["round_times_s"], ref["round_times_s"]).value == pytest.approx(r["ratio"])
 
 
 def test_triton_is_never_timed_on_cpu():
@@ -115,7 +129,7 @@ def test_triton_is_never_timed_on_cpu():
     case = fb.Case("attention", "triton", {"resolution": 64, "dtype": "fp32"}, build=lambda: called.append(1),
                    backends=(fastvit.ATTENTION.get("triton"),))
     sweep = fb.Sweep(device=torch.device("cpu"), budget=fb.Budget(1.0))
-    outcome = sweep.run(case, timer=fb.perf_counter_timer)
+    outcome = sweep.run(case)
     assert outcome.status.startswith("skipped: ") and "interpreter" in outcome.status
     assert not called and sweep.unmeasured == [outcome.row]
 
@@ -127,24 +141,23 @@ def test_time_budget_skips_before_building():
     sweep = fb.Sweep(device=torch.device("cpu"), budget=fb.Budget(3.0), matmul_peak={"fp32": 1e9})
     fields = {"resolution": 512, "tokens": 1025, "dtype": "fp32", "pass": "fwd"}
     big = fb.Case("attention", "naive", fields, build=lambda: built.append(1), flops=5e9)
-    assert sweep.run(big, fb.perf_counter_timer).status == (
+    assert sweep.run(big).status == (
         "skipped: over the time budget (5 GFLOP take at least 5.0 s per call at the measured matmul peak of "
         "1 GFLOP/s; budget 3 s for 3 rounds)")
     scaled = fb.Case("attention", "naive", fields, build=lambda: built.append(1), flops=4e8)
     sweep._probes[sweep.series_key(scaled)] = [(1e8, 0.3)]  # a smaller size took 0.3 s per call
     assert "estimated 1.2 s per call: 0.30 s measured at a smaller size, scaled by the work ratio 4.0; budget 3 s " \
-        "for 3 rounds" in sweep.run(scaled, fb.perf_counter_timer).status
+        "for 3 rounds" in sweep.run(scaled).status
     assert not built and [r["status"].startswith("skipped: over the time budget") for r in sweep.rows] == [True] * 2
 
 
 def test_budget_rules_are_pure():
-    plan = fb.Budget(3.0, min_rounds=3, max_rounds=50, target_time=1.0)
+    plan = fb.Budget(3.0, min_rounds=3, max_rounds=50)
     assert plan.per_call == 1.0
     assert plan.by_flops(1e9, 1e10) is None and plan.by_flops(None, 1e9) is None
     assert plan.by_probe(4e8, []) is None and plan.by_probe(4e8, [(1e8, 0.2)]) is None
     assert plan.by_probe(4e8, [(1e8, 0.3), (1e9, 5.0)]).startswith("skipped: over the time budget (estimated 1.2")
     assert plan.by_call(0.5) is None and "one call took 1.5 s" in plan.by_call(1.5)
-    assert plan.rounds(0.001) == 50 and plan.rounds(0.1) == 10 and plan.rounds(0.9) == 3
     from fastvit.bench.budget import by_backend, by_memory
 
     assert by_memory(10 * 2 ** 30, 8 * 2 ** 30).startswith("skipped: its N x N matrices")
@@ -162,7 +175,7 @@ def test_a_failing_configuration_is_recorded_with_its_error():
 
     sweep = fb.Sweep(device=torch.device("cpu"), budget=fb.Budget(1.0))
     case = fb.Case("attention", "sdpa", {"resolution": 64, "tokens": 17, "dtype": "fp32"}, build=build, flops=1.0)
-    outcome = sweep.run(case, fb.perf_counter_timer)
+    outcome = sweep.run(case)
     assert isinstance(outcome.error, RuntimeError) and "illegal memory access" in str(outcome.error)
     assert sweep.unmeasured[0]["status"] == "error: RuntimeError: CUDA error: an illegal memory access was encountered"
 
@@ -175,16 +188,16 @@ def test_an_out_of_memory_configuration_is_recorded_as_oom():
 
     sweep = fb.Sweep(device=torch.device("cpu"), budget=fb.Budget(1.0))
     case = fb.Case("attention", "naive", {"resolution": 64, "tokens": 17, "dtype": "fp32"}, build=build)
-    outcome = sweep.run(case, fb.perf_counter_timer)
+    outcome = sweep.run(case)
     assert outcome.status == "oom" and outcome.error is None
 
 
 def test_timed_rows_carry_their_statistics():
-    sweep = fb.Sweep(device=torch.device("cpu"), budget=fb.Budget(2.0, min_rounds=3, max_rounds=5, target_time=0.05))
+    sweep = fb.Sweep(device=torch.device("cpu"), budget=fb.Budget(0.5, min_rounds=3, max_rounds=5))
     x = torch.randn(64, 64)
     case = fb.Case("attention", "naive", {"resolution": 64, "tokens": 17, "dtype": "fp32"},
                    build=lambda: fb.Workload(lambda: x @ x), flops=2.0 * 64 ** 3)
-    row = sweep.run(case, fb.perf_counter_timer).row
+    row = sweep.run(case).row
     assert row["status"] == "ok" and 3 <= row["rounds"] <= 5
     assert row["q1_s"] <= row["median_s"] <= row["q3_s"] and row["flops_per_s"] > 0 and "peak_mem_bytes" in row
 
@@ -289,22 +302,71 @@ def test_nested_attention_spans_count_once():
     assert inner == 0.0 and clock.seconds() > 0.0
 
 
-def _collected(*flags) -> list[str]:
-    cmd = [sys.executable, "-m", "pytest", "benchmarks/bench_vit.py", "--benchmark-only", "--collect-only", "-q",
-           "-p", "no:cacheprovider", "--device", "cpu", *flags]
-    proc = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return [line for line in proc.stdout.splitlines() if "::test_vit[" in line]
+def _bench_module(name: str):
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return module
 
 
-def test_default_compile_rows_are_the_op_level_model_at_the_chosen_sizes():
-    """Without --compile, +compile rows only for the op-level preset's whole model at --compile-at
-    sizes (default per device); --compile-at none leaves them out; --compile puts them everywhere."""
-    flags = ["--model", "vit_tiny_patch16_224,pit_ti_224", "--resolutions", "64,96", "--pass", "fwd"]
-    items = _collected(*flags, "--compile-at", "64")
-    compiled = [i for i in items if "+compile" in i]
-    assert compiled == ["benchmarks/bench_vit.py::test_vit[64px-vit_tiny_patch16_224-sdpa+compile-norm=torch-"
-                        "patch=conv-fwd-fp32]"]
-    assert len(items) == 5  # each model eagerly at two sizes on the CPU's default backend (sdpa), and one compiled
-    assert not any("+compile" in i for i in _collected(*flags, "--compile-at", "none"))
-    assert sum("+compile" in i for i in _collected(*flags, "--compile", "--attn-backend", "sdpa")) == 4
+def _settings(**kw):
+    from types import SimpleNamespace
+
+    base = dict(device=torch.device("cpu"), models=["vit_tiny_patch16_224", "pit_ti_224"], model="vit_tiny_patch16_224",
+                peers=False, impls={"model": ["sdpa"]}, compile_at=[64], vit_norm=["torch"], vit_patch=["conv"],
+                batch=1, twin=True)
+    return SimpleNamespace(**(base | kw))
+
+
+def test_the_model_group_holds_every_model_with_its_baseline():
+    """One group per size and pass: every model, the default compiled build of the op-level preset at
+    --compile-at sizes only, each compared against its own default build, which is compared against
+    the first model's; the A/A twin is the first model's."""
+    bench = _bench_module("bench_vit")
+    group = bench.model_group(_settings(), 64, "fwd", "fp32")
+    pairs = {c.label: c.baseline for c in group.cases}
+    vit, pit = "vit_tiny_patch16_224 fastvit sdpa", "pit_ti_224 fastvit sdpa"
+    assert pairs == {vit: vit, vit + "+compile": vit, pit: vit}
+    assert group.twin == vit and group.key == {"resolution": 64, "batch": 1, "dtype": "fp32", "pass": "fwd"}
+    assert {c.label for c in bench.model_group(_settings(), 96, "fwd", "fp32").cases} == {vit, pit}
+    assert bench.model_group(_settings(twin=False), 96, "fwd", "fp32").twin is None
+
+
+def test_same_kernel_under_two_names_reads_as_no_difference():
+    """On a CPU ``sdpa`` runs PyTorch's flash kernel, the one ``sdpa-flash`` pins: timed in one group,
+    interleaved, the paired ratio is 1 within its interval, whatever the machine does meanwhile."""
+    bench = _bench_module("bench_attention")
+    from fastvit.models import preset_config
+
+    settings = _settings(cfg=preset_config("vit_tiny_patch16_224"), impls={"attention": ["sdpa", "sdpa-flash"]})
+    cases = [bench.make_case(settings, impl, 448, "fwd", "fp32") for impl in ("sdpa", "sdpa-flash")]
+    group = bench.op_group("attention", "attention", settings, cases, 448, "fwd", "fp32")
+    sweep = fb.Sweep(device=torch.device("cpu"), budget=fb.Budget(2.0, min_rounds=10, max_rounds=300))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = {o.row["member"]: o.row for o in sweep.run_group(group)}
+    finally:
+        torch.set_num_threads(threads)
+    flash = rows["sdpa-flash"]
+    assert rows["sdpa"]["sdpa_kernel"] == "sdpa-flash" and flash["status"] == "ok"
+    assert 0.97 <= flash["ratio"] <= 1.03 and flash["ratio_low"] <= 1 <= flash["ratio_high"], flash
+    assert flash["verdict"] == fb.NO_DIFFERENCE
+    assert rows["sdpa (A/A)"]["twin_of"] == "sdpa"
+
+
+def test_graph_replay_is_cuda_only():
+    with pytest.raises(RuntimeError, match="needs a CUDA device"):
+        fb.graph_replay_seconds(lambda: None, torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-graph replay needs a CUDA device")
+def test_graph_replay_times_a_captured_call():
+    x = torch.randn(256, 256, device="cuda")
+    assert 0 < fb.graph_replay_seconds(lambda: x @ x, torch.device("cuda")) < 1

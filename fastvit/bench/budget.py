@@ -1,11 +1,12 @@
 """The sweep's skip rules, as small pure functions: each returns the status of a configuration that
 is not to be timed (``"skipped: <why>"``), or None.
 
-Time policy: a configuration whose single call would take more than ``time_budget / min_rounds``
-seconds is skipped, judged in this order: its FLOPs at the measured matmul peak (a lower bound); the
-call measured at the next smaller size of the same series, scaled by the ratio of work; its own
-first call. Otherwise it gets about ``target_time / call`` timed rounds, at least ``min_rounds`` and
-at most ``max_rounds`` and ``time_budget / call``.
+Time policy: ``time_budget`` is the seconds of timed rounds one comparison group may take once it has
+``min_rounds`` (fastvit.bench.rounds: the rounds stop earlier when every paired interval is within
+±2%, and at ``max_rounds``). A configuration whose single call would take more than ``time_budget /
+min_rounds`` seconds is skipped, judged in this order: its FLOPs at the measured matmul peak (a lower
+bound); the call measured at the next smaller size of the same series, scaled by the ratio of work;
+its own first call.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ class Budget:
     time_budget: float
     min_rounds: int = 3
     max_rounds: int = 100
-    target_time: float = 1.0
     warmup_rounds: int = 1
 
     @property
@@ -53,11 +53,6 @@ class Budget:
         if seconds <= self.per_call:
             return None
         return f"skipped: over the time budget (one call took {seconds:.1f} s; {self._tail()})"
-
-    def rounds(self, call: float) -> int:
-        """Timed rounds for a call of ``call`` seconds."""
-        rounds = max(self.min_rounds, min(self.max_rounds, math.ceil(self.target_time / max(call, 1e-9))))
-        return min(rounds, max(self.min_rounds, int(self.time_budget / max(call, 1e-9))))
 
 
 def by_memory(matrix_bytes: float | None, free: int | None) -> str | None:

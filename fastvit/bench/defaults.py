@@ -11,30 +11,31 @@ class DeviceDefaults:
     model: str            # preset whose shapes the op-level rows use
     models: tuple         # presets of the whole-model rows (any family)
     resolutions: tuple    # square image sizes in px
+    model_resolutions: tuple  # the sizes of the whole-model rows (a subset of the above)
     model_backends: tuple | None  # attention backends of the whole-model rows (None: every registered one)
     compile_at: tuple     # resolutions of the +compile rows of ``model``'s whole-model rows, added by default
     dtype: str
     batch: int
-    time_budget: float    # seconds of timed rounds one configuration may take
+    time_budget: float    # seconds of timed rounds one comparison group may take after min_rounds
     min_rounds: int
     max_rounds: int
-    target_time: float    # seconds of timed rounds aimed at (fewer if the budget is smaller)
     warmup_rounds: int
 
 
 DEFAULTS = {
     # A 2-core CPU: every family's smallest preset at sizes every family accepts (multiples of 32 and
-    # of 16), the backends compared at op level, whole models on the default backend (a few minutes).
+    # of 16), the backends compared at op level up to 896 px, whole models on the default backend up
+    # to 672 px (a round of every model's training step at 896 px takes over a minute here).
     "cpu": DeviceDefaults(model="vit_tiny_patch16_224",
                           models=("vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224",
                                   "swin_tiny_patch4_window7_224", "pit_ti_224"),
-                          resolutions=(224, 448, 672, 896), model_backends=("sdpa",), compile_at=(224, 448),
-                          dtype="fp32", batch=1, time_budget=20.0, min_rounds=3,
-                          max_rounds=100, target_time=1.0, warmup_rounds=1),
+                          resolutions=(224, 448, 672, 896), model_resolutions=(224, 448, 672),
+                          model_backends=("sdpa",), compile_at=(224, 448), dtype="fp32", batch=1,
+                          time_budget=30.0, min_rounds=5, max_rounds=400, warmup_rounds=1),
     "cuda": DeviceDefaults(model="vit_base_patch16_224", models=("vit_base_patch16_224",),
-                           resolutions=(224, 384, 512, 768, 1024), model_backends=None, compile_at=(224, 384),
-                           dtype="bf16", batch=8, time_budget=10.0, min_rounds=10,
-                           max_rounds=200, target_time=0.5, warmup_rounds=3),
+                           resolutions=(224, 384, 512, 768, 1024), model_resolutions=(224, 384, 512, 768, 1024),
+                           model_backends=None, compile_at=(224, 384), dtype="bf16", batch=8, time_budget=10.0,
+                           min_rounds=10, max_rounds=400, warmup_rounds=3),
 }
 
 

@@ -3,7 +3,7 @@
 A sweep holds an exclusive lock (``flock`` on ``<results>.lock``) while it runs, so a second sweep
 naming the same file is refused instead of interleaving lines; the lock goes with the process, also
 when it is killed. Rows are flushed and fsynced one by one, so a sweep killed at any moment loses at
-most the configuration that was running (and leaves at most a last line cut short).
+most the comparison group that was being timed (and leaves at most a last line cut short).
 
 Resuming reads the rows already recorded, checks that they were measured under the same environment
 (:data:`ENV_KEY`: device, versions, commit, settings; a different one is refused with the fields that
@@ -26,7 +26,7 @@ except ImportError:  # not POSIX: no lock
 
 # what must be equal for rows of two runs to be measurements under one environment
 ENV_KEY = ("device", "device_name", "threads", "torch", "cuda", "cudnn", "triton", "xformers", "triton_autotune",
-           "python", "git", "time_budget_s", "min_rounds", "max_rounds", "target_time_s")
+           "python", "git", "time_budget_s", "min_rounds", "max_rounds")
 
 
 def row_key(row: dict) -> tuple:

@@ -1,18 +1,26 @@
-"""One configuration -> one row: the sweep's measurement of a :class:`Case`.
+"""A comparison group of configurations -> one row each: the sweep's measurement of a :class:`Group`.
 
-:meth:`Sweep.run` applies the skip rules (fastvit.bench.budget), builds the case, measures its peak
-memory in a call of its own, probes the call's duration, then times it through a
-:data:`~fastvit.bench.timing.Timer` (the pytest adapter in benchmarks/conftest.py times through
-pytest-benchmark). On CUDA every timed round is preceded, untimed, by an L2 flush and bracketed by
-CUDA events; their times are kept as ``kernel_median_s`` (quartiles ``kernel_q1_s``,
-``kernel_q3_s``): the report's CUDA figures, free of the synchronisation and Python around each
-round. Every outcome is a row with its status, written the moment it exists; the sweep never raises
-to signal a skip.
+Everything the report compares at one configuration (the backends of an op at one size; every model,
+peer and compiled build at one size) is one group, measured in one process. :meth:`Sweep.run_group`
+takes its cases one by one: applies the skip rules (fastvit.bench.budget), builds the case, measures
+its peak memory in a call of its own and probes the call's duration; then it times every runnable
+member together in interleaved rounds (fastvit.bench.rounds: order shuffled per round, adaptive
+until each paired ratio's 95% interval is within ±2%, the group's time budget is spent, or the
+maximum of rounds). The default sweep adds an A/A twin of the group's baseline (the same workload
+timed under a second name), whose ratio is the run's measured noise floor.
+
+Each row keeps its raw per-round times (``round_times_s``, and on CUDA the CUDA-event times
+``kernel_round_times_s``, each round after an untimed L2 flush), its statistics, and its paired ratio
+against its baseline with the 95% interval and the verdict (fastvit.bench.paired). On CUDA a forward
+member whose call is short also gets a CUDA-graph replay time (``graph_median_s``: launch overhead
+removed, no L2 flush). Every outcome is a row with its status, written the moment the group is done
+(skipped members at once); the sweep never raises to signal a skip.
 """
 from __future__ import annotations
 
 import gc
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,9 +30,12 @@ from fastvit.bench import budget as rules
 from fastvit.bench.defaults import defaults_for
 from fastvit.bench.env import device_name, environment
 from fastvit.bench.memory import available_memory, cpu_peak_memory, is_oom, peak_memory
+from fastvit.bench.paired import verdict
 from fastvit.bench.results import row_key
+from fastvit.bench.rounds import Member, Rounds, interleave
 from fastvit.bench.rows import RowWriter, split_impl
-from fastvit.bench.timing import L2Flush, Stats, Timer, measure_copy_bandwidth, measure_matmul_peak, time_call
+from fastvit.bench.timing import (L2Flush, Stats, graph_replay_seconds, measure_copy_bandwidth, measure_matmul_peak,
+                                  time_call)
 from fastvit.bench.workload import Workload, compile_stats
 from fastvit.devices import DTYPES
 from fastvit.errors import BackendError
@@ -47,6 +58,36 @@ class Case:
     bytes: float | None = None
     skip: str | None = None
     matrix_bytes: float | None = None  # bytes of the N x N matrices a materializing backend holds
+    member: str | None = None          # its label in its group (default: ``backend``)
+    baseline: str | None = None        # the member it is compared against (None: none)
+
+    @property
+    def label(self) -> str:
+        return self.member or self.backend
+
+
+TWIN = " (A/A)"  # suffix of an A/A twin's backend and member labels
+
+
+@dataclass
+class Group:
+    """Cases timed together in interleaved rounds: everything compared at one configuration.
+
+    ``key`` names what the members share (op, model, resolution, batch, dtype, pass); ``twin``, the
+    member whose A/A twin joins the rounds (the same workload under the name ``<label> (A/A)``)."""
+
+    op: str
+    key: dict
+    cases: list
+    twin: str | None = None
+
+    @property
+    def id(self) -> str:
+        return " ".join([self.op] + [f"{k}={v}" for k, v in self.key.items()])
+
+    @property
+    def seed(self) -> int:
+        return zlib.crc32(self.id.encode())
 
 
 @dataclass
@@ -77,6 +118,8 @@ class Sweep:
     recorded: dict = field(default_factory=dict)  # row key -> row of an earlier run being resumed
     resumed: list = field(default_factory=list)   # those rows, as this sweep came to them
     _probes: dict = field(default_factory=dict, repr=False)  # series -> [(work, seconds of one call)]
+    timing_disabled: bool = False  # pytest-benchmark's --benchmark-disable: nothing is timed
+    graph_below: float = 1e-3  # on CUDA, forward members faster than this also get a CUDA-graph replay time
     _flush: L2Flush | None = field(default=None, repr=False)
 
     @staticmethod
@@ -84,14 +127,16 @@ class Sweep:
         """The budget of a sweep on ``device``: its defaults, with ``time_budget`` seconds if given."""
         d = defaults_for(device)
         seconds = time_budget if time_budget is not None else d.time_budget
-        return rules.Budget(seconds, d.min_rounds, d.max_rounds, min(d.target_time, seconds / 10), d.warmup_rounds)
+        return rules.Budget(seconds, d.min_rounds, d.max_rounds, d.warmup_rounds)
 
     @staticmethod
     def environment(device, budget: rules.Budget, command: str | None = None) -> dict:
         """What the results file records of this sweep before anything is measured."""
         env = environment(torch.device(device), command)
         env.update(time_budget_s=budget.time_budget, min_rounds=budget.min_rounds, max_rounds=budget.max_rounds,
-                   target_time_s=budget.target_time)
+                   timing_method=("interleaved rounds per comparison group, order shuffled per round, "
+                                  + ("CUDA events after an untimed L2 flush" if torch.device(device).type == "cuda"
+                                     else f"time.perf_counter on {torch.get_num_threads()} torch threads")))
         return env
 
     @classmethod
@@ -144,6 +189,8 @@ class Sweep:
         """Why ``case`` is not to be run at all, judged before anything is built (or None)."""
         if case.skip:
             return f"skipped: {case.skip}"
+        if self.timing_disabled:
+            return "skipped: timing disabled (--benchmark-disable)"
         work = case.flops or case.bytes
         peak = self.matmul_peak.get(case.fields.get("dtype", "fp32"))
         free = available_memory(self.device) if self.device.type == "cpu" and any(
@@ -154,46 +201,79 @@ class Sweep:
                 or rules.by_memory(case.matrix_bytes, free))
 
     # -- the measurement --
-    def run(self, case: Case, timer: Timer | None) -> Outcome:
-        """Measure ``case``, timing it with ``timer`` (None: timing disabled); return its outcome."""
-        row = self.base_row(case)
-        done = self.recorded.get(row_key(row))
-        if done is not None:
-            self.resumed.append(done)
-            return Outcome(done, resumed=True)
-        status = self.refusal(case) or (None if timer is not None else "skipped: timing disabled (--benchmark-disable)")
+    def run(self, case: Case) -> Outcome:
+        """Measure one case on its own (a group of one, no twin)."""
+        return self.run_group(Group(case.op, {}, [case]))[0]
+
+    def run_group(self, group: Group) -> list[Outcome]:
+        """Measure every case of ``group``: prepared one by one, then timed together in interleaved
+        rounds. Returns the outcomes in the order of the cases (the A/A twin's last)."""
+        outcomes: list[Outcome | None] = []
+        ready: list[tuple[int, dict, Workload, float]] = []  # (case index, row, workload, seconds of one call)
+        for i, case in enumerate(group.cases):
+            row = self.base_row(case)
+            row.update(group=group.id, member=case.label, baseline=case.baseline)
+            done = self.recorded.get(row_key(row))
+            if done is not None:
+                self.resumed.append(done)
+                outcomes.append(Outcome(done, resumed=True))
+                continue
+            outcome, prepared = self._prepare(case, row)
+            outcomes.append(outcome)
+            if prepared is not None:
+                ready.append((i, row, *prepared))
+        twin_case = next((c for c in group.cases if c.label == group.twin), None)
+        if twin_case is not None:  # the twin of a baseline recorded by the sweep being resumed
+            done = self.recorded.get(row_key({**self.base_row(twin_case), "backend": twin_case.backend + TWIN}))
+            if done is not None:
+                self.resumed.append(done)
+                outcomes.append(Outcome(done, resumed=True))
+        if not ready:
+            return outcomes
+        twin = next((r for r in ready if group.cases[r[0]].label == group.twin), None)
+        entries = [(group.cases[i], row, work, call) for i, row, work, call in ready]
+        if twin is not None:
+            case, row = group.cases[twin[0]], dict(twin[1])
+            row.update(backend=row["backend"] + TWIN, member=case.label + TWIN, baseline=case.label,
+                       twin_of=case.label, peak_mem_bytes=None)
+            entries.append((case, row, twin[2], twin[3]))
+        labels = [row["member"] for _, row, _, _ in entries]
+        members = [Member(work.fn, work.reset, labels.index(row["baseline"]) if row["baseline"] in labels else None,
+                          self.budget.warmup_rounds if (self.device.type == "cuda" or call < 0.1) else 0)
+                   for _, row, work, call in entries]
+        if self.device.type == "cuda" and self._flush is None:
+            self._flush = L2Flush(self.device)
+        rounds = interleave(members, self.device, min_rounds=self.budget.min_rounds,
+                            max_rounds=self.budget.max_rounds, time_budget=self.budget.time_budget,
+                            seed=group.seed, flush=self._flush)
+        finished = self._rows(group, entries, members, rounds)
+        for index, (case, row, _, _) in enumerate(entries):
+            if index < len(ready):
+                outcomes[ready[index][0]] = finished[index]
+            else:
+                outcomes.append(finished[index])
+        return outcomes
+
+    def _prepare(self, case: Case, row: dict) -> tuple[Outcome | None, tuple | None]:
+        """Skip rules, build, peak memory, probe: (the outcome of a member that will not be timed, or
+        None) and (its workload, seconds of one call) for one that will."""
+        status = self.refusal(case)
         if status is not None:
-            return self._record(row, status)
+            return self._record(row, status), None
         try:
-            status, stats, kernel_times = self._measure(case, row, timer)
+            status, prepared = self._build(case, row)
         except BackendError as err:  # a pinned kernel that PyTorch refuses for this size
-            status = f"skipped: {err}"
+            status, prepared = f"skipped: {err}", None
         except Exception as err:
             if not is_oom(err):  # a failure: recorded where the report shows it
-                first_line = (str(err).strip().splitlines() or [""])[0][:300]
-                return self._record(row, f"error: {type(err).__name__}: {first_line}", err)
-            status = "oom"
+                return self._record(row, _error_status(err), err), None
+            status, prepared = "oom", None
         if status is not None:  # handled here, outside the except blocks, so no traceback keeps tensors alive
-            gc.collect()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            return self._record(row, status)
-        work = case.flops or case.bytes
-        if work:
-            self._probes.setdefault(self.series_key(case), []).append((work, stats.median))
-        row.update(median_s=stats.median, iqr_s=stats.iqr, q1_s=stats.q1, q3_s=stats.q3, mean_s=stats.mean,
-                   stddev_s=stats.stddev, min_s=stats.min, max_s=stats.max, rounds=stats.rounds)
-        if kernel_times:
-            events = Stats.of(kernel_times)
-            row.update(kernel_median_s=events.median, kernel_q1_s=events.q1, kernel_q3_s=events.q3)
-        if case.flops:
-            row["flops_per_s"] = case.flops / stats.median
-        if case.bytes is not None:
-            row["bytes_per_s"] = case.bytes / stats.median
-        return self._record(row, "ok")
+            self._free()
+            return self._record(row, status), None
+        return None, prepared
 
-    def _measure(self, case: Case, row: dict, timer: Timer) -> tuple:
-        """Build, measure peak memory, probe, time. Returns (non-ok status or None, Stats, CUDA-event times)."""
+    def _build(self, case: Case, row: dict) -> tuple[str | None, tuple | None]:
         work = case.build()
         row.update(work.info)
         cuda = self.device.type == "cuda"
@@ -211,51 +291,76 @@ class Sweep:
         if cuda:
             reset()
             call = time_call(work.fn, self.device)
-        elif compiled:  # the profiled memory call may run compiled code afresh: a plain call is the probe
+        elif compiled or call > self.budget.per_call / 10:
+            # the profiled memory call may run compiled code afresh, and the profiler slows a model of
+            # many small ops several times over: a plain call is then the probe of the call's duration
             reset()
             start = time.perf_counter()
             work.fn()
             call = time.perf_counter() - start
-        # otherwise on CPU the memory call (profiled, so a little slower than a plain one) is the probe
-        # of the call's duration; it is never part of the statistics
+        # otherwise on CPU the (cheap) memory call is the probe; it is never part of the statistics
         over = self.budget.by_call(call)
         if over:
-            if case.flops or case.bytes:
-                self._probes.setdefault(self.series_key(case), []).append((case.flops or case.bytes, call))
-            return over, None, []
-        rounds = self.budget.rounds(call)
-        # the calls above warmed caches and the allocator; slow CPU calls need no further warm-up round
-        warmup = self.budget.warmup_rounds if (cuda or call < 0.1) else 0
-        if not cuda:
-            timing = (None, timer(work.fn, work.reset, rounds, warmup), [])
-        else:
-            timing = (None, *self._time_cuda(timer, work, rounds, warmup))
-        if work.share is not None:  # runs of their own, after the timed rounds: the median of three where
-            runs = 3 if 3 * call <= self.budget.time_budget / 10 else 1  # they cost little, else one
-            row["attention_share"] = work.share(runs)
-            row["attention_share_runs"] = runs
-        return timing
+            self._probe(case, call)
+            return over, None
+        return None, (work, call)
 
-    def _time_cuda(self, timer: Timer, work: Workload, rounds: int, warmup: int) -> tuple[Stats, list[float]]:
-        """Timed rounds, each after an untimed L2 flush, with CUDA events around the call itself."""
-        device = self.device
-        if self._flush is None:
-            self._flush = L2Flush(device)
-        flush, events = self._flush, []
+    def _probe(self, case: Case, seconds: float) -> None:
+        """Remember the seconds of one call of ``case``: the larger sizes of its series are judged by it."""
+        if case.flops or case.bytes:
+            self._probes.setdefault(self.series_key(case), []).append((case.flops or case.bytes, seconds))
 
-        def setup():
-            if work.reset is not None:
-                work.reset()
-            flush()
-            torch.cuda.synchronize(device)
+    def _rows(self, group: Group, entries: list, members: list[Member], rounds: Rounds) -> list[Outcome]:
+        """The rows of a timed group: statistics, raw rounds, paired ratios, verdicts, attention's share."""
+        twin = next((i for i, (_, row, _, _) in enumerate(entries) if row.get("twin_of")), None)
+        noise = rounds.ratio(twin, members[twin].baseline) if twin is not None else None
+        out = []
+        for i, (case, row, work, _) in enumerate(entries):
+            if i in rounds.failed:
+                err = rounds.failed[i]
+                status = "oom" if is_oom(err) else _error_status(err)
+                out.append(self._record(row, status, None if status == "oom" else err))
+                continue
+            stats = Stats.of(rounds.times[i])
+            if not row.get("twin_of"):
+                self._probe(case, stats.median)
+            row.update(median_s=stats.median, iqr_s=stats.iqr, q1_s=stats.q1, q3_s=stats.q3, mean_s=stats.mean,
+                       stddev_s=stats.stddev, min_s=stats.min, max_s=stats.max, rounds=stats.rounds,
+                       round_times_s=rounds.times[i], group_rounds=rounds.rounds, group_seed=rounds.seed,
+                       group_stop=rounds.stop, group_members=len(entries))
+            if rounds.kernel:
+                events = Stats.of(rounds.kernel[i])
+                row.update(kernel_median_s=events.median, kernel_q1_s=events.q1, kernel_q3_s=events.q3,
+                           kernel_round_times_s=rounds.kernel[i])
+            base = members[i].baseline
+            if base is not None and base != i:
+                ratio = rounds.ratio(i, base)
+                if ratio is not None:
+                    row.update(ratio.as_fields(), verdict=verdict(ratio, None if i == twin else noise))
+            seconds = row.get("kernel_median_s", stats.median)
+            if case.flops:
+                row["flops_per_s"] = case.flops / seconds
+            if case.bytes is not None:
+                row["bytes_per_s"] = case.bytes / seconds
+            if self.device.type == "cuda" and row.get("pass") == "fwd" and seconds < self.graph_below and i != twin:
+                try:
+                    row["graph_median_s"] = graph_replay_seconds(work.fn, self.device)
+                except Exception as err:  # recorded: a call that cannot be captured is no failure of the row
+                    row["graph_status"] = f"not captured: {_error_status(err)[7:]}"
+            if work.share is not None and i != twin:  # runs of their own, after the timed rounds: the median
+                runs = 3 if 3 * stats.median <= self.budget.time_budget / 10 else 1  # of three where cheap
+                row["attention_share"] = work.share(runs)
+                row["attention_share_runs"] = runs
+            out.append(self._record(row, "ok"))
+        self._free()
+        return out
 
-        def timed():
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            work.fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            events.append((start, end))
+    def _free(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
-        stats = timer(timed, setup, rounds, warmup)
-        return stats, [s.elapsed_time(e) / 1e3 for s, e in events[warmup:]]
+
+def _error_status(err: BaseException) -> str:
+    first_line = (str(err).strip().splitlines() or [""])[0][:300]
+    return f"error: {type(err).__name__}: {first_line}"

@@ -35,24 +35,6 @@ class Stats:
                    rounds=len(times))
 
 
-# A timer runs ``fn`` for ``rounds`` timed rounds after ``warmup`` untimed ones, calling ``setup``
-# (untimed) before each, and returns their Stats. The sweep's pytest adapter times through
-# pytest-benchmark; :func:`perf_counter_timer` needs nothing.
-Timer = Callable[[Callable[[], Any], "Callable[[], None] | None", int, int], Stats]
-
-
-def perf_counter_timer(fn: Callable[[], Any], setup: Callable[[], None] | None, rounds: int, warmup: int) -> Stats:
-    times = []
-    for i in range(warmup + rounds):
-        if setup is not None:
-            setup()
-        start = time.perf_counter()
-        fn()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return Stats.of(times)
-
-
 def synchronize(device: torch.device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
@@ -121,3 +103,32 @@ def _repeat(fn: Callable[[], Any], device: torch.device, reps: int) -> list[floa
         out.append(start.elapsed_time(end) / 1e3)
     return out
 
+
+
+def graph_replay_seconds(fn: Callable[[], Any], device: torch.device, replays: int = 20, repeats: int = 5) -> float:
+    """Seconds of one call replayed from a CUDA graph (median of ``repeats`` runs of ``replays``
+    replays between CUDA events), as ``triton.testing.do_bench_cudagraph`` measures: launch overhead
+    removed, and no L2 flush between replays (optimistic for small tensors). CUDA only; raises
+    RuntimeError when the call cannot be captured (a host synchronisation, a CPU tensor, ...)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise RuntimeError(f"CUDA-graph replay needs a CUDA device, not {device}")
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # capture needs warm-up calls on a side stream first
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(replays):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3 / replays)
+    return statistics.median(times)
