@@ -168,7 +168,15 @@ class WindowAttention(Attention):
         q, k, v = self.split_heads(x)  # (B', heads, N, D)
         out = attention(q, k, v, backend=self.backend, bias=None if bias is None else bias.to(q.dtype),
                         dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B_, N, C)))  # (B', N, C)
+        out = out.transpose(1, 2)  # (B', N, heads, D)
+        if torch.compiler.is_exporting():
+            # A copy of its own layout, so that the reshape below is never recorded as a view of SDPA's
+            # output, whose layout on CPU depends on the kernel PyTorch picks: flash ((B', N, heads, D) in
+            # memory) for a bias needing no gradient, math ((B', heads, N, D)) for one that does. The
+            # ONNX exporter decomposes the program with the bias needing none, then runs the graph again
+            # with it needing one (type promotion), where such a view cannot be taken.
+            out = out.clone(memory_format=torch.contiguous_format)
+        return self.proj_drop(self.proj(out.reshape(B_, N, C)))  # (B', N, C)
 
 
 class SwinBlock(nn.Module):
