@@ -143,16 +143,16 @@ def noise(df: pd.DataFrame) -> dict[str, tuple[dict, Ratio]]:
 
 
 def _unpaired_baseline(row: dict, rows: list[dict]) -> dict | None:
-    """The row an older file's row is compared with: an op's default backend; for a whole model, its
-    eager run (a +compile row), else fastvit's default build of the same model (peers, other backends)."""
+    """The row an older file's row is compared with: a +compile row's eager run; else an op's default
+    backend, or for a whole model fastvit's default build of the same model (peers, other backends)."""
     def find(**want):
         return next((r for r in rows if all(r.get(k) == v for k, v in want.items())), None)
 
-    if row["op"] != MODEL:
-        return find(op=row["op"], model=row["model"], impl=DEFAULT_BACKENDS.get(row["op"]))
     impl = str(row["impl"])
     if impl.endswith(COMPILE_SUFFIX):
-        return find(model=row["model"], library=row["library"], impl=impl[: -len(COMPILE_SUFFIX)])
+        return find(op=row["op"], model=row["model"], library=row["library"], impl=impl[: -len(COMPILE_SUFFIX)])
+    if row["op"] != MODEL:
+        return find(op=row["op"], model=row["model"], impl=DEFAULT_BACKENDS.get(row["op"]))
     if row.get("family") == CNN:
         return None
     return find(model=row["model"], library=OWN_LIBRARY, impl=DEFAULT_MODEL_IMPL)
@@ -161,13 +161,11 @@ def _unpaired_baseline(row: dict, rows: list[dict]) -> dict | None:
 def _kind(row: dict, base: dict) -> str:
     """What a whole-model comparison is about: another architecture, torch.compile, a peer library, or
     another fastvit backend of the same model; op-level rows: "backend"."""
-    if row["op"] != MODEL:
-        return "backend"
-    if base["model"] != row["model"]:
+    if row["op"] == MODEL and base["model"] != row["model"]:
         return "architecture"
     if str(row["impl"]).endswith(COMPILE_SUFFIX):
         return "compile"
-    return "peer" if row.get("library") in PEER_LIBRARIES else "backend"
+    return "peer" if row["op"] == MODEL and row.get("library") in PEER_LIBRARIES else "backend"
 
 
 def against_baseline(df: pd.DataFrame) -> pd.DataFrame:
@@ -211,13 +209,16 @@ def noise_rows(df: pd.DataFrame) -> list[dict]:
     out = []
     for key, rows in _by_slot(df[df[GROUP_ID].notna()]).items():
         first = rows[0]
+        timed = [r for r in rows if r.get("status") == "ok"]
+        info = next((r for r in timed if pd.notna(r.get("group_rounds"))), first)
         twin, ratio = floor.get(key, (None, None))
         out.append({"group": key, "op": first["op"], "pass": first["pass"],
                     "model": None if first["op"] == MODEL else first["model"], "dtype": first["dtype"],
                     "batch": first["batch"], "resolution": first["resolution"],
                     "twin": twin["impl"] if twin else None, "twin_model": twin["model"] if twin else None,
-                    "ratio": ratio, "rounds": first.get("group_rounds"), "stop": first.get(GROUP_STOP),
-                    "members": sum(not isinstance(r.get(TWIN_OF), str) for r in rows)})
+                    "ratio": ratio, "rounds": info.get("group_rounds"),
+                    "stop": info.get(GROUP_STOP) if isinstance(info.get(GROUP_STOP), str) else None,
+                    "members": sum(not isinstance(r.get(TWIN_OF), str) for r in timed)})
     return out
 
 
@@ -229,9 +230,9 @@ def noise_floor(df: pd.DataFrame) -> dict | None:
 
 # -- rankings and crossings -------------------------------------------------------------------------
 def fastest(df: pd.DataFrame) -> list[dict]:
-    """Per op-level group (whole models aside) with two timed backends: the ``fastest`` and the
-    ``runner_up`` (by their paired ratio against the baseline, by median where unpaired), and
-    ``margin``: the fastest's time over the runner-up's (a :class:`Comparison`)."""
+    """Per op-level group (whole models aside) with two timed backends (+compile ones included): the
+    ``fastest`` and the ``runner_up`` (by their paired ratio against the group's baseline, by median
+    where unpaired), and ``margin``: the fastest's time over the runner-up's (a :class:`Comparison`)."""
     comp = against_baseline(df)
     out = []
     if comp.empty:
@@ -242,12 +243,12 @@ def fastest(df: pd.DataFrame) -> list[dict]:
         rows = g.to_dict("records")
         if len(rows) < 2:
             continue
-        paired = all(r["kind"] == "baseline" or (r["comparison"] is not None and r["comparison"].paired) for r in rows)
+        base = next((r for r in rows if r["kind"] == "baseline"), None)
+        against = {id(r): compare(r, base) if base is not None else None for r in rows}
+        paired = all(c is not None and c.paired for c in against.values())
 
         def rank(r):
-            if paired:
-                return (1.0 if r["kind"] == "baseline" else r["comparison"].value, str(r["impl"]))
-            return (r["median_s"], str(r["impl"]))
+            return (against[id(r)].value if paired else r["median_s"], str(r["impl"]))
 
         first, second = sorted(rows, key=rank)[:2]
         margin = compare(first, second, floor.get(key, (None, None))[1])

@@ -16,7 +16,7 @@ from typing import Callable
 import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator, PercentFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator, PercentFormatter
 
 from fastvit.report.facts import COLORS, COMPILE_SUFFIX, MARKERS, PASS_TITLES, PASSES, SDPA, SDPA_KERNEL
 from fastvit.report.fit import SHARE_LEVEL, share_crossover
@@ -279,6 +279,8 @@ def plot_ratios(panels: dict[tuple[int, int], Panel], path: Path, title: str, xl
             if panel.band_xs:
                 xs = np.asarray(panel.band_xs, dtype=float)
                 band = np.asarray(panel.bands, dtype=float)
+                if len(xs) == 1:  # one size: a short bar around it
+                    xs, band = np.array([xs[0] / 1.08, xs[0] * 1.08]), np.repeat(band, 2)
                 ax.fill_between(xs, 1 - band, 1 + band, color="0.8", alpha=0.8, linewidth=0, label="A/A noise band")
             ax.axhline(1.0, color="0.35", linestyle="--", linewidth=1.1)
             for i, s in enumerate(panel.series):
@@ -288,9 +290,12 @@ def plot_ratios(panels: dict[tuple[int, int], Panel], path: Path, title: str, xl
                 err = np.nan_to_num(np.vstack([y - lo, hi - y]).clip(min=0))
                 ax.errorbar(s.xs, y, yerr=err, capsize=3, label=s.label, **st)
             values = [v for s in panel.series for v in (*s.values, *s.lows, *s.highs) if np.isfinite(v) and v > 0]
+            values += [1 + b for b in panel.bands] + [1 - b for b in panel.bands if b < 1]
             top, bottom = max(values + [1 + RATIO_SPAN]), min(values + [1 - RATIO_SPAN])
             if sizes:
                 _res_axis(ax, sizes, log_y=top / bottom > 2)
+            if top / bottom > 2:
+                ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.set_ylim(bottom / 1.02, top * 1.02)
             plain_ticks = FuncFormatter(lambda v, _: f"{v:.3g}")
             ax.yaxis.set_major_formatter(plain_ticks)

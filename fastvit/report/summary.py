@@ -83,7 +83,8 @@ def headline_panels(df: pd.DataFrame) -> dict[tuple[int, int], Panel]:
     panels = {}
     if not comp.empty:
         comp = comp[(comp["op"] != MODEL) & (comp["kind"] == "backend")]
-    ops = [op for op in OP_ORDER if op != MODEL and not comp.empty and (comp["op"] == op).any()]
+    ops = [op for op in OP_ORDER if op != MODEL and not comp.empty
+           and (comp[comp["op"] == op]["comparison"].notna()).any()]
     for col, op in enumerate(ops):
         c = comp[comp["op"] == op]
         first = c.iloc[0]
@@ -119,8 +120,8 @@ def headline(df: pd.DataFrame, env: dict) -> tuple[list[str], list[Figure]]:
     if not panels:
         return [], []
     fig_title = (f"Time over the default backend (ops) and over the first ViT (whole models), "
-                 f"{env.get('device_name', '')}" + ("; bars: 95% intervals, grey: A/A noise band" if paired_rows(df)
-                                                   else f" ({UNPAIRED})"))
+                 f"{env.get('device_name', '')}\n" + ("bars: 95% intervals of the paired ratios, grey: A/A noise band"
+                                                     if paired_rows(df) else f"{UNPAIRED}: no intervals"))
     meaning = ("Error bars are the 95% intervals of the paired ratios; the grey band is the A/A twin's noise at "
                "each size: what lies inside it is no measurable difference." if paired_rows(df) else
                f"Ratios of medians, {UNPAIRED}: no intervals, so no difference here is shown to be real.")

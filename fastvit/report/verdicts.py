@@ -82,7 +82,7 @@ def backends_section(df: pd.DataFrame) -> Section:
     comp = against_baseline(df)
     if comp.empty:
         return Section()
-    comp = comp[comp["op"] != MODEL]
+    comp = comp[(comp["op"] != MODEL) & (comp["kind"] != "compile")]  # +compile rows: against eager, below
     records = comp.to_dict("records")
     if not any(r["kind"] != "baseline" and r["comparison"] is not None for r in records):
         return Section()
@@ -94,7 +94,7 @@ def backends_section(df: pd.DataFrame) -> Section:
                           "that size." if paired_rows(df) else ""), ""])
     for key in _settings(records):
         rows_of = [r for r in records if (r["op"], r["pass"], r["model"], r["dtype"], r["batch"]) == key]
-        paired = any(r["comparison"] is not None and r["comparison"].paired for r in rows_of)
+        paired = any(isinstance(r.get("group"), str) for r in rows_of)
         bases = list(dict.fromkeys(r["baseline_impl"] for r in rows_of if isinstance(r["baseline_impl"], str)))
         base = bases[0] if len(bases) == 1 else "the default"
         ok = [r["median_s"] for r in rows_of if r["status"] == "ok"]
@@ -162,7 +162,7 @@ def noise_section(df: pd.DataFrame) -> Section:
     section = Section()
     table = Table("noise_floor", "A/A ratio of every comparison group",
                   ["group", "size", "A/A twin", "A/A ratio [95% interval]", "band", f"within ±{100 * TARGET_HALF_WIDTH:.0f}%",
-                   "rounds", "rounds stopped by", "members"], rows, text_cols=3)
+                   "rounds", "rounds stopped by", "members timed"], rows, text_cols=3)
     section.lines = ["## Noise floor: A/A twins", "",
                      "Each comparison group can time its baseline twice, as two members with the same module and "
                      "inputs (the A/A twin). Their paired ratio should be 1; its interval is what *no difference* "
