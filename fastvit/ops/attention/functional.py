@@ -10,10 +10,10 @@ from fastvit.ops.attention.registry import ATTENTION, TRAINED
 
 
 def validate_qkv(q, k, v, bias=None, scale=None, dropout_p=0.0) -> None:
-    """Raise the typed error for the first problem with these attention arguments: q, k, v must be
-    same-shaped floating (B, H, N, D) tensors of one dtype on one device; ``bias`` None or a tensor of
-    q's dtype and device broadcastable to (B, H, N, N); ``scale`` None or a positive finite number;
-    ``dropout_p`` in [0, 1)."""
+    """Raise the typed error (a :class:`~fastvit.errors.FastViTError`) for the first problem with these
+    attention arguments: q, k, v must be same-shaped floating (B, H, N, D) tensors of one dtype on one
+    device; ``bias`` None or a tensor of q's dtype and device, of rank 0 to 4, broadcastable to
+    (B, H, N, N); ``scale`` None or a positive finite number; ``dropout_p`` in [0, 1)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise DTypeError(f"attention: {name} must be a torch.Tensor, got {type(t).__name__}")
@@ -49,14 +49,30 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str
               scale: float | None = None, dropout_p: float = 0.0, bias: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q k^T * scale + bias) v with the selected backend.
 
+    One semantics for every backend (tests/test_attention.py holds each registered backend to it):
+
+    * ``bias`` is added to the scaled scores before the softmax. Every rank from 0 to 4 that
+      broadcasts to (B, H, N, N) is accepted: a scalar, a key-padding vector (N,), (N, N),
+      (B, 1, 1, N), (1, H, N, N), ``expand``-ed views. Backends read it as the view it is (the SDPA
+      ones see it with leading dims of size 1 added, a view); none copies it to (B, H, N, N).
+    * A fully masked row, a query whose every score is -inf, attends to nothing: its output row is 0
+      and it adds 0 to every gradient (its dq row, dk, dv, dbias), with no NaN reaching any other
+      row or the rest of its (batch, head) slice. This is PyTorch SDPA's answer; the materialized
+      softmax alone would give NaN. A mask should use -inf: a large finite value (-1e30,
+      ``finfo.min``) is a score like any other, and a row made only of those is averaged, not
+      dropped, by the materialized backends (see README, Correctness, for what the flash kernels do).
+    * A backend that cannot honour this for the inputs at hand says so at admission, before it runs:
+      BackendError with the reason, never a raw exception from inside a kernel.
+
     Args:
         q, k, v: (B, H, N, D) tensors of one shape, dtype and device.
         backend: a registered attention backend; None follows ``use_backend``, then
             ``FASTVIT_ATTN_BACKEND``, then the default ``sdpa``. Resolved on every call.
-        scale: softmax scale, default ``D ** -0.5``.
-        dropout_p: dropout on the attention probabilities (training only; pass 0.0 in eval).
-        bias: optional additive bias broadcastable to (B, H, N, N) (Swin's relative position bias
-            and window mask); backends that take none report themselves unavailable.
+        scale: softmax scale, a positive finite number; default ``D ** -0.5``.
+        dropout_p: dropout on the attention probabilities, in [0, 1) (training only; pass 0.0 in eval).
+        bias: None or an additive bias tensor of q's dtype and device, as above (Swin's relative
+            position bias and window mask, a key-padding mask); backends that take none report
+            themselves unavailable.
 
     Raises:
         BackendError: unknown backend, or one that cannot run on these inputs (with the reason).

@@ -4,7 +4,10 @@
 one kernel with ``torch.nn.attention.sdpa_kernel``. A pinned kernel that PyTorch refuses for the
 inputs (no CPU kernel, head dim, dtype, an attention bias, a length cuDNN rejects) is reported
 unavailable, or raises BackendError, carrying PyTorch's own reasons; it is never replaced by another
-kernel. The bias goes in as SDPA's float ``attn_mask``.
+kernel. The bias goes in as SDPA's float ``attn_mask``, viewed as 4-D (leading dims of size 1, no
+copy): PyTorch's CPU kernels refuse a mask of rank 0 or 1 with a raw IndexError (they index its
+dims -2 and -1), and its CPU flash kernel refuses a 3-D one. A fully masked row gives 0 and zero
+gradients in PyTorch's own kernels (torch >= 2.5), as fastvit.attention defines it.
 """
 from __future__ import annotations
 
@@ -26,6 +29,12 @@ PINNED = {
     "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION,
 }
 _KERNEL_NAMES = {int(b.value): name for name, b in PINNED.items()}
+_LEADING = {0: (None,) * 4, 1: (None,) * 3, 2: (None,) * 2, 3: (None,)}  # bias rank -> the index adding dims
+
+
+def _mask(bias):
+    """``bias`` as SDPA's 4-D ``attn_mask``: a view with leading dims of size 1 (None stays None)."""
+    return bias if bias is None or bias.dim() == 4 else bias[_LEADING[bias.dim()]]
 
 
 def _sdpa(q, k, v, bias, dropout_p, scale):
@@ -88,7 +97,7 @@ def _make(name: str, kernel: SDPBackend):
 
     def run(q, k, v, *, scale=None, dropout_p=0.0, bias=None):
         try:
-            return _run_pinned(kernel, q, k, v, scale, dropout_p, bias)
+            return _run_pinned(kernel, q, k, v, scale, dropout_p, _mask(bias))
         except torch.OutOfMemoryError:
             raise
         except RuntimeError as err:
@@ -108,13 +117,15 @@ def _sdpa_check(device, dtype, bias=False, **shape):
 
 def sdpa_kernel_choice(q, k, v, *, bias=None, dropout_p: float = 0.0, scale: float | None = None) -> str:
     """The pinned-backend name of the kernel PyTorch's ``sdpa`` picks for these inputs."""
-    choice = int(torch._fused_sdp_choice(q, k, v, bias, dropout_p, False, scale=scale))
+    choice = int(torch._fused_sdp_choice(q, k, v, _mask(bias), dropout_p, False, scale=scale))
     return _KERNEL_NAMES.get(choice, f"unknown ({choice})")
 
 
 @register("sdpa", check=_sdpa_check, description="SDPA, PyTorch chooses the kernel", takes_bias=True,
           kernel_choice=sdpa_kernel_choice)
 def sdpa_attention(q, k, v, *, scale=None, dropout_p=0.0, bias=None):
+    if bias is not None and bias.dim() != 4:  # _mask, inlined
+        bias = bias[_LEADING[bias.dim()]]
     if scale is None:  # _sdpa, inlined: one Python frame less on every call
         return F.scaled_dot_product_attention(q, k, v, bias, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, bias, dropout_p, scale=scale)
