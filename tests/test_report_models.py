@@ -117,8 +117,8 @@ def test_costlier_crossovers(df):
     bullet = next(line for line in summary(df) if line.startswith("- Architectures"))
     assert bullet.startswith("- Architectures (unpaired: measured in separate configurations), forward: ")
     assert ("vit_base_patch16_224 (86.6M params) becomes costlier than swin_tiny_patch4_window7_224 (Swin, 28.3M "
-            "params) from ≈ 600 px; than resnet50 (CNN, 25.6M params) from ≈ 300 px; than convnext_tiny (CNN, 28.6M "
-            "params) already at the smallest size (ratio 5.02 at 224 px);") in bullet
+            "params) from ≈ 600 px; than resnet50 (CNN, 25.6M params) from ≈ 300 px; than convnext_tiny (CNN, "
+            "28.6M params) already at the smallest size (ratio 5.02 at 224 px);") in bullet
     assert bullet.endswith("training step: the same.")  # the same crossings in both passes: said once
     assert costlier_from([224, 384], [0.5, 2.0]).resolution == pytest.approx(math.exp(
         math.log(224) + 0.5 * (math.log(384) - math.log(224))))
@@ -131,8 +131,8 @@ def test_architecture_table_and_figures(df, tmp_path):
     ratios = [f"| vit_base_patch16_224 | swin_tiny_patch4_window7_224 | {r} px | {q} |"
               for r, q in zip(RES, ("0.139", "0.410", "0.728", "1.638", "2.913"))]
     assert all(line in text for line in ratios), text
-    assert ("| vit_base_patch16_224 | 86.6M params | swin_tiny_patch4_window7_224 | Swin | 28.3M params | from ≈ 600 px |"
-            in text)
+    assert ("| vit_base_patch16_224 | 86.6M params | swin_tiny_patch4_window7_224 | Swin | 28.3M params "
+            "| from ≈ 600 px |") in text
     assert [f.name for f in section.figures] == ["architectures_fwd.png", "architectures_train.png"]
     section.figures[0].draw(tmp_path / "a.png")
     assert (tmp_path / "a.png").stat().st_size > 10_000
@@ -166,8 +166,8 @@ def test_measured_share_and_its_crossover(df):
     text = "\n".join(share_section(df).lines)
     vit = "| vit_base_patch16_224 |"
     assert f"{vit} sdpa | fwd | 20% | 37% | 45% | 57% | 66% | ≈ 600 px (N ≈ 1,407) |" in text
-    assert (f"{vit} timm (sdpa) | fwd | 10% | 10% | 10% | 10% | 10% | not reached in the sweep (at most 10% at 224 px) |"
-            in text)
+    assert (f"{vit} timm (sdpa) | fwd | 10% | 10% | 10% | 10% | 10% | not reached in the sweep (at most 10% at "
+            "224 px) |") in text
     assert text.count("\n| --- |") == 1  # one table for every model and pass
     assert ("- Attention passes half of the model's time (fastvit's builds, forward / training step): "
             "vit_base_patch16_224 ≈ 600 px / ≈ 600 px. Every build: table *attention_share*.") in summary(df)

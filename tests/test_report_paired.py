@@ -62,8 +62,9 @@ def op_fields(op, backend, res, pass_="fwd", **extra):
             "flops": 4.0 * 3 * tokens(res) ** 2 * 64, **extra}
 
 
-# name: family, library, params, latency coefficient and power of res, fwd GFLOP at 224 px
-MODELS = {"vit_tiny_patch16_224": ("vit", 5.7e6, 1.0, 4), "swin_tiny_patch4_window7_224": ("swin", 28.3e6, 600.0 ** 2, 2),
+# name: family, params, latency = 1e-12 s x coefficient x res^power
+MODELS = {"vit_tiny_patch16_224": ("vit", 5.7e6, 1.0, 4),
+          "swin_tiny_patch4_window7_224": ("swin", 28.3e6, 600.0 ** 2, 2),
           "resnet50": ("cnn", 25.6e6, 300.0 ** 2, 2)}
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from fastvit.report.comparisons import architecture_pairs, compare, noise, same_group, slot
-from fastvit.report.facts import (ARCH_GROUP, ATTENTION_IMPL, COMPILE_SUFFIX, DEFAULT_MODEL_IMPL, DEFAULT_NORM, DEFAULT_PATCH,
-                                  FAMILY_TITLES, LIBRARY_TITLES, MODEL, OWN_LIBRARY, PASS_TITLES, PEER_GROUP,
-                                  PEER_LIBRARIES, SDPA_KERNEL)
+from fastvit.report.facts import (ARCH_GROUP, ATTENTION_IMPL, COMPILE_SUFFIX, DEFAULT_MODEL_IMPL, DEFAULT_NORM,
+                                  DEFAULT_PATCH, FAMILY_TITLES, LIBRARY_TITLES, MODEL, OWN_LIBRARY, PASS_TITLES,
+                                  PEER_GROUP, PEER_LIBRARIES, SDPA_KERNEL)
 from fastvit.report.fit import FIT_MIN_RESOLUTION, architecture_rows, fit_sizes
 from fastvit.report.plots import Figure, plot_architectures
 from fastvit.report.sections import Section
@@ -95,7 +95,8 @@ def architectures_section(df: pd.DataFrame) -> Section:
                      f"{_params(d[d['model'] == m])})" for m in models}
         name = f"architectures_{key['pass']}" + ("" if one else f"_{key['dtype']}_b{int(key['batch'])}") + ".png"
         fig_title = f"Architectures against resolution, {_setting(key)}"
-        section.figures.append(Figure(name, lambda path, d=d, t=fig_title, lb=labels: plot_architectures(d, path, t, lb)))
+        section.figures.append(Figure(name, lambda path, d=d, t=fig_title, lb=labels:
+                                      plot_architectures(d, path, t, lb)))
         table = []
         for m in models:
             g = d[d["model"] == m]
@@ -163,9 +164,9 @@ def peers_section(df: pd.DataFrame) -> Section:
     section = Section(["## fastvit, timm and HF", "",
                        "The same models with the same weights as timm and HF transformers build them, each running "
                        "its own attention, and fastvit's builds with other backends, against fastvit's build with "
-                       f"the default backends ({DEFAULT_MODEL_IMPL}) at the same size: time ÷ fastvit's (> 1: fastvit's "
-                       "default is the faster) and peak memory ÷ fastvit's (> 1: fastvit's default needs less). "
-                       f"{RULE}", ""])
+                       f"the default backends ({DEFAULT_MODEL_IMPL}) at the same size: time ÷ fastvit's (> 1: "
+                       "fastvit's default is the faster) and peak memory ÷ fastvit's (> 1: fastvit's default needs "
+                       f"less). {RULE}", ""])
     for key in _setting_keys(others, PEER_GROUP):
         g = _matching(models, key)
         own = g[(g["library"] == OWN_LIBRARY) & (g["impl"] == DEFAULT_MODEL_IMPL)]
@@ -202,7 +203,8 @@ def peers_section(df: pd.DataFrame) -> Section:
                 cells = ratio_cells(c, paired)
             rows.append([size, name, median] + cells + [mem])
         ran = "; ".join([f"fastvit {_attention(g, DEFAULT_MODEL_IMPL)}"]
-                        + [f"{LIBRARY_TITLES.get(lib, lib)} {_attention(g, lib)}" for lib in libs if lib in PEER_LIBRARIES])
+                        + [f"{LIBRARY_TITLES.get(lib, lib)} {_attention(g, lib)}" for lib in libs
+                           if lib in PEER_LIBRARIES])
         header = ["size", "build", f"median ({unit})"] + ratio_header("time ÷ fastvit's", paired) + \
             ["peak memory ÷ fastvit's"]
         section.lines += [f"### {key['model']}, {_setting(key)}", "", *unpaired_note(paired),

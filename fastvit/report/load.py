@@ -97,7 +97,8 @@ def _is_number(value) -> bool:
 def _from_pytest_benchmark(data: dict, path: str) -> tuple[dict, list[tuple[str, dict]]]:
     if not isinstance(data.get("benchmarks"), list):
         raise FastViTError(f"results file {path!r}: field 'benchmarks' must be a list (the pytest-benchmark JSON of "
-                           "a sweep); found " + ("none" if "benchmarks" not in data else type(data["benchmarks"]).__name__))
+                           "a sweep); found "
+                           + ("none" if "benchmarks" not in data else type(data["benchmarks"]).__name__))
     env = dict((data.get("machine_info") or {}).get("fastvit") or {})
     env.setdefault("datetime", data.get("datetime"))
     if data.get("commit_info") and not env.get("git"):

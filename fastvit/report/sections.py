@@ -108,9 +108,9 @@ def exponent_section(df: pd.DataFrame) -> Section:
     section.lines = ["## Scaling exponents", "",
                      f"Slope k of a least-squares line through log(value) against log(N), value ∝ N^k. The fit uses "
                      f"the sizes with N ≥ {FIT_MIN_TOKENS:,} where at least three reach it, otherwise the largest "
-                     f"three sizes; {spans_used(exps)}. k ≈ 2: quadratic in tokens, like attention's N² score matrix; "
-                     "k ≈ 1: linear, like everything else; k < 1: fixed costs (launches, workspaces) still weigh at "
-                     "these sizes."
+                     f"three sizes; {spans_used(exps)}. k ≈ 2: quadratic in tokens, like attention's N² score "
+                     "matrix; k ≈ 1: linear, like everything else; k < 1: fixed costs (launches, workspaces) still "
+                     "weigh at these sizes."
                      + (" Models without a global token count (Swin, PiT, CNNs) are fitted against the pixels, res², "
                         f"over the sizes from {FIT_MIN_RESOLUTION} px on (or the largest three; the span is then in "
                         "px): the same scale, 1 linear and 2 quadratic in the number of patches." if pixels else "")

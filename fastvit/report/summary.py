@@ -6,6 +6,8 @@ margin, how time and memory grow (with the sizes fitted), where attention passes
 time, the architecture crossovers (with parameters and FLOPs), and what could not run here."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -13,8 +15,8 @@ from fastvit.bench.paired import NO_DIFFERENCE
 from fastvit.report.architectures import model_work
 from fastvit.report.comparisons import (FASTER, UNPAIRED, Comparison, against_baseline, architecture_pairs, band_text,
                                         architecture_ratios, fastest, noise, noise_floor, noise_rows, paired_rows)
-from fastvit.report.facts import (ATTENTION_REFERENCES, DEFAULT_MODEL_IMPL, FAMILY_TITLES, MODEL, OP_ORDER, OP_SHORT, OWN_LIBRARY,
-                                  PASS_SHORT, PASSES, TORCH_ENV)
+from fastvit.report.facts import (ATTENTION_REFERENCES, DEFAULT_MODEL_IMPL, FAMILY_TITLES, MODEL, OP_ORDER, OP_SHORT,
+                                  OWN_LIBRARY, PASS_SHORT, PASSES, TORCH_ENV)
 from fastvit.report.fit import attention_share, crossings, exponents
 from fastvit.report.plots import Figure, Panel, Series, plot_ratios
 from fastvit.report.sections import Section, env_rows, title
@@ -98,8 +100,9 @@ def headline_panels(df: pd.DataFrame) -> dict[tuple[int, int], Panel]:
             bands = sorted({(int(r["resolution"]), floor[r["slot"]][1].band) for r in d.to_dict("records")
                             if r["slot"] in floor})
             unpaired = "" if any(s.lows and np.isfinite(s.lows).any() for s in series) else " (unpaired)"
-            panels[row, col] = Panel(f"{OP_SHORT[op]}, {PASS_SHORT.get(p, p)}{unpaired}", str(d["baseline_impl"].iloc[0]),
-                                     series, [b[0] for b in bands], [b[1] for b in bands])
+            panels[row, col] = Panel(f"{OP_SHORT[op]}, {PASS_SHORT.get(p, p)}{unpaired}",
+                                     str(d["baseline_impl"].iloc[0]), series, [b[0] for b in bands],
+                                     [b[1] for b in bands])
     arch = architecture_ratios(df)
     for row, p in enumerate(passes):
         found = [a for a in arch if a["pass"] == p and a["points"]]
@@ -230,8 +233,9 @@ def share_bullet(df: pd.DataFrame) -> list[str]:
         return []
     passes = [p for p in PASSES if any(p in v for v in by_model.values())]
     items = [f"{m} {' / '.join(v.get(p, '–') for p in passes)}" for m, v in by_model.items()]
-    return [f"- Attention passes half of the model's time (fastvit's builds, {' / '.join(PASS_SHORT[p] for p in passes)}"
-            f"): {'; '.join(items)}. Every build: table *attention_share*."]
+    which = " / ".join(PASS_SHORT[p] for p in passes)
+    return [f"- Attention passes half of the model's time (fastvit's builds, {which}): {'; '.join(items)}. "
+            "Every build: table *attention_share*."]
 
 
 def crossover_bullet(df: pd.DataFrame) -> list[str]:
@@ -272,9 +276,11 @@ def crossover_bullet(df: pd.DataFrame) -> list[str]:
 
 
 def _short_reason(status: str, limit: int = 80) -> str:
-    """A status's reason, its first clause (up to a ";" or a sentence's end), cut at a word near ``limit``."""
+    """A status's reason, its first clause (up to a ";", a "(" or a sentence's end), cut at a word near
+    ``limit``."""
     why = status.split(":", 1)[-1].strip()
-    why = why.split("; ")[0].split(". ")[0].rstrip(".")
+    why = re.sub(r"^\w+ backend '[^']+': ", "", why)  # the backend is named beside the reason
+    why = why.split("; ")[0].split(". ")[0].split(" (")[0].rstrip(".")
     if len(why) > limit:
         why = why[:limit].rsplit(" ", 1)[0] + " …"
     return why

@@ -153,7 +153,8 @@ def noise_section(df: pd.DataFrame) -> Section:
         within = "–" if ratio is None else ("yes" if ratio.band <= TARGET_HALF_WIDTH else "**no**")
         rows.append([_group_name(r), size_label(r["resolution"]), twin,
                      "no A/A twin" if ratio is None else twin_text(ratio), band_text(ratio), within,
-                     "–" if pd.isna(r["rounds"]) else f"{int(r['rounds'])}", str(r["stop"] or "–"), str(r["members"])])
+                     "–" if pd.isna(r["rounds"]) else f"{int(r['rounds'])}", str(r["stop"] or "–"),
+                     str(r["members"])])
     measured = [r for r in found if r["ratio"] is not None]
     widest = max(measured, key=lambda r: r["ratio"].band) if measured else None
     floor = (f"The noise floor of this run (the widest A/A band) is {band_text(widest['ratio'])}, in the group of "
@@ -161,8 +162,9 @@ def noise_section(df: pd.DataFrame) -> Section:
              "No group has a timed A/A twin: verdicts compare the intervals with 1 alone.")
     section = Section()
     table = Table("noise_floor", "A/A ratio of every comparison group",
-                  ["group", "size", "A/A twin", "A/A ratio [95% interval]", "band", f"within ±{100 * TARGET_HALF_WIDTH:.0f}%",
-                   "rounds", "rounds stopped by", "members timed"], rows, text_cols=3)
+                  ["group", "size", "A/A twin", "A/A ratio [95% interval]", "band",
+                   f"within ±{100 * TARGET_HALF_WIDTH:.0f}%", "rounds", "rounds stopped by", "members timed"], rows,
+                  text_cols=3)
     section.lines = ["## Noise floor: A/A twins", "",
                      "Each comparison group can time its baseline twice, as two members with the same module and "
                      "inputs (the A/A twin). Their paired ratio should be 1; its interval is what *no difference* "
