@@ -236,13 +236,29 @@ def test_every_table_is_a_csv_with_the_same_cells(report):
 
 
 def test_twins_stay_out_of_fits_and_figures(report):
-    _, out, text = report
+    from fastvit.report.fit import architecture_rows, attention_share
+    from fastvit.report.summary import headline_panels
+    from fastvit.report.tables import groups, impls
+
+    src, out, text = report
+    df = load_results(src).rows
+    assert df["backend"].str.endswith("(A/A)").sum() == 2 * 3 * len(RES)  # loaded, for the noise floor
+    for _, g in groups(df):  # what every per-op table, fit and figure draws from
+        assert not [i for i in impls(g) if i.endswith("(A/A)")] and not g["twin_of"].notna().any()
+    assert not architecture_rows(df)["twin_of"].notna().any()
+    assert not attention_share(df)["impl"].str.endswith("(A/A)").any()
+    labels = [s.label for panel in headline_panels(df).values() for s in panel.series]
+    assert labels and not [label for label in labels if "(A/A)" in label]
     exps = text.split("## Scaling exponents")[1].split("\n## ")[0]
     assert "(A/A)" not in exps
     latency = text.split("## Results by op and pass")[1]
     assert "(A/A)" not in latency
     assert "sdpa+compile | 1.00 (2 sizes)" in exps or re.search(r"sdpa\+compile \| [\d.]+ \(2 sizes\)", exps), exps
     assert "An exponent marked \"(2 sizes)\" is a line through two points" in exps
+    # no size reaches N = 1,000 three times here: the text says so and the table names the sizes fitted
+    assert "otherwise the largest three sizes; the last column gives the sizes each fit used" in exps
+    sdpa = r"\| attention \| fwd \| vit_tiny_patch16_224, B=1, fp32 \| sdpa \| 2\.\d\d \| 1\.00 \| 577–2,305 \(3\) \|"
+    assert re.search(sdpa, exps), exps
 
 
 def test_same_rows_same_bytes(tmp_path):
