@@ -280,3 +280,19 @@ def test_without_twins_verdicts_compare_with_one(tmp_path):
     comp = against_baseline(df)
     math_ = comp[comp["impl"] == "sdpa-math"]["comparison"]
     assert all(c.verdict == "slower" for c in math_)
+
+
+def test_cuda_event_rounds_are_preferred_and_groups_never_mix():
+    from fastvit.report.comparisons import compare
+
+    rng = np.random.default_rng(1)
+    wall = list(1e-3 * np.exp(rng.normal(0, 0.01, ROUNDS)))
+    a = {"status": "ok", "group": "g", "median_s": 2e-3, "round_times_s": [2 * t for t in wall],
+         "kernel_round_times_s": wall}
+    b = {"status": "ok", "group": "g", "median_s": 1e-3, "round_times_s": wall, "kernel_round_times_s": wall}
+    c = compare(a, b)
+    assert c.paired and c.value == pytest.approx(1.0) and c.verdict == "no measurable difference"  # events decide
+    c = compare({**a, "kernel_round_times_s": None}, b)
+    assert c.value == pytest.approx(2.0) and c.verdict == "slower"  # wall-clock rounds where one row lacks events
+    c = compare({**a, "group": "other"}, b)  # another group's rounds are never paired with these
+    assert not c.paired and c.value == pytest.approx(2.0) and c.verdict.startswith("unpaired")
