@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= test,peers
 
-.PHONY: setup test bench bench-gpu clean
+.PHONY: setup test bench bench-gpu gpu-quick clean
 
 # The stamp is refreshed whenever the project's dependencies change.
 $(VENV)/.installed-$(EXTRAS): pyproject.toml scripts/setup_venv.sh
@@ -38,6 +38,16 @@ bench: setup
 bench-gpu:
 	$(MAKE) setup EXTRAS=test,peers,xformers
 	PYTHON=$(PY) scripts/gpu_job.sh all
+
+# The quick GPU check: the facts only a GPU gives, most important first, planned against a deadline
+# (QUICK_DEADLINE, default 480 s) and bundled into at most 8 files of at most 16 MiB on any exit
+# (scripts/gpu_quick.py, scripts/README.md). `make gpu-quick DEVICE=cpu` rehearses it here with tiny
+# shapes (the CUDA-only steps skipped, with their reason); QUICK_ARGS go to scripts/gpu_quick.py.
+# Needs no registry: the venv if there is one, else python3.
+QUICK_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+QUICK_ARGS ?=
+gpu-quick:
+	PYTHON=$(QUICK_PY) scripts/gpu_job.sh quick $(QUICK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

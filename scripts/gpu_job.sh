@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # fastvit's whole GPU job, in phases that each fit a 10-minute run:
 #
-#   scripts/gpu_job.sh [PHASE] [OUT_DIR]       PHASE: all (default), tests, sweep, report
+#   scripts/gpu_job.sh [PHASE] [OUT_DIR]       PHASE: all (default), tests, sweep, report, quick
 #
+#   quick   the short, prioritised check that fits one device-tool run (scripts/gpu_quick.py: the
+#           environment and SDPA kernels, the kernels' correctness on CUDA, op-level attention, add +
+#           LayerNorm and patch embedding, the whole ViT-B/16 eager and compiled, then whatever time is
+#           left), planned against a deadline (QUICK_DEADLINE [480 s]) and bundled on every exit
+#           (BUNDLE_DIR [OUT_DIR/bundle]; at most 8 files of at most 16 MiB). More flags after OUT_DIR
+#           go to scripts/gpu_quick.py; DEVICE=cpu rehearses it with tiny shapes. See scripts/README.md.
 #   tests   the equivalence suite on CUDA (fp32, fp16, bf16; every backend, xformers and triton
 #           included; the Triton kernels with FASTVIT_AUTOTUNE=$TEST_AUTOTUNE, by default off: the
 #           blocking the interpreter verifies in CI, without autotuning each of the suite's many
@@ -32,7 +38,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 phase=${1:-all}
-case $phase in all|tests|sweep|report) ;; *) echo "usage: $0 [all|tests|sweep|report] [OUT_DIR]" >&2; exit 2;; esac
+case $phase in all|tests|sweep|report|quick) ;; *) echo "usage: $0 [all|tests|sweep|report|quick] [OUT_DIR]" >&2; exit 2;; esac
+if [ "$phase" = quick ]; then  # its own planner: no requirement check here (a missing module fails its step only)
+    shift
+    out_arg=()
+    if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then out_arg=(--out "$1"); shift; fi
+    exec "${PYTHON:-python3}" scripts/gpu_quick.py "${out_arg[@]}" "$@"
+fi
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 MODELS=${MODELS:-vit_base_patch16_224,vit_large_patch16_224}
