@@ -296,3 +296,19 @@ def test_cuda_event_rounds_are_preferred_and_groups_never_mix():
     assert c.value == pytest.approx(2.0) and c.verdict == "slower"  # wall-clock rounds where one row lacks events
     c = compare({**a, "group": "other"}, b)  # another group's rounds are never paired with these
     assert not c.paired and c.value == pytest.approx(2.0) and c.verdict.startswith("unpaired")
+
+
+def test_cuda_graph_replay_is_labelled_and_kept_apart(tmp_path):
+    from fastvit.report.verdicts import backends_section
+
+    rows = paired_rows()
+    for r in rows:
+        if r["op"] == "attention" and r["pass"] == "fwd" and r["status"] == "ok" and "twin_of" not in r:
+            r["graph_median_s"] = 0.5 * r["median_s"]
+    rows[0].pop("graph_median_s")
+    rows[0]["graph_status"] = "not captured: RuntimeError: capture failed"
+    text = "\n".join(backends_section(load_results(write_jsonl(tmp_path / "r.jsonl", rows)).rows).lines)
+    fwd = text.split("### attention, forward")[1].split("###")[0]
+    assert "| CUDA-graph replay (ms), no L2 flush |" in fwd and "no L2 flush between replays" in text
+    assert "not captured: RuntimeError: capture failed" in fwd
+    assert "CUDA-graph" not in text.split("### attention, training step")[1]  # none recorded there

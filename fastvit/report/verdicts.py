@@ -91,7 +91,11 @@ def backends_section(df: pd.DataFrame) -> Section:
                        "Every backend of an op against the op's default backend at the same configuration, fastest "
                        "first at each size. "
                        + (f"{RULE} The A/A row is the default timed a second time: its ratio is the run's noise at "
-                          "that size." if paired_rows(df) else ""), ""])
+                          "that size." if paired_rows(df) else "")
+                       + (" On CUDA, short forward calls also show the median of CUDA-graph replays: launch "
+                          "overhead removed and no L2 flush between replays, so a warm-cache figure, not one to "
+                          "compare with the medians." if "graph_median_s" in df and df["graph_median_s"].notna().any()
+                          else ""), ""])
     for key in _settings(records):
         rows_of = [r for r in records if (r["op"], r["pass"], r["model"], r["dtype"], r["batch"]) == key]
         paired = any(isinstance(r.get("group"), str) for r in rows_of)
@@ -99,6 +103,7 @@ def backends_section(df: pd.DataFrame) -> Section:
         base = bases[0] if len(bases) == 1 else "the default"
         ok = [r["median_s"] for r in rows_of if r["status"] == "ok"]
         unit, scale = time_unit(ok)
+        graphs = any(pd.notna(r.get("graph_median_s")) or isinstance(r.get("graph_status"), str) for r in rows_of)
         notes, rows = Notes(), []
         for res in sorted({int(r["resolution"]) for r in rows_of}):
             at = [r for r in rows_of if int(r["resolution"]) == res]
@@ -114,14 +119,17 @@ def backends_section(df: pd.DataFrame) -> Section:
                     cells = ["1 (baseline)", "baseline"] if paired else ["1 (baseline)"]
                 else:
                     cells = ratio_cells(r["comparison"], paired)
-                rows.append([size_label(res, r["tokens"]), f"`{r['impl']}`", median] + cells)
+                rows.append([size_label(res, r["tokens"]), f"`{r['impl']}`", median] + cells
+                            + ([_graph_cell(r, scale)] if graphs else []))
             twin = twins.get(at[0]["slot"])
             if twin is not None:
                 rows.append([size_label(res, at[0]["tokens"]), f"`{twin[0]['impl']}`",
-                             num(twin[0]["median_s"] * scale), twin_text(twin[1]), f"noise {band_text(twin[1])}"])
+                             num(twin[0]["median_s"] * scale), twin_text(twin[1]), f"noise {band_text(twin[1])}"]
+                            + (["–"] if graphs else []))
         op, p, model, dtype, batch = key
         heading = group_heading({"op": op, "pass": p, "model": model, "dtype": dtype, "batch": batch})
-        header = ["size", "backend", f"median ({unit})"] + ratio_header(f"time ÷ {base}'s", paired)
+        header = ["size", "backend", f"median ({unit})"] + ratio_header(f"time ÷ {base}'s", paired) \
+            + ([f"CUDA-graph replay ({unit}), no L2 flush"] if graphs else [])
         section.lines += [f"### {heading}", "", *unpaired_note(paired),
                           *section.table(Table(slug("vs", base, op, p, model, dtype, f"b{int(batch)}"),
                                                f"{heading}: every backend against {base}", header, rows,
@@ -129,6 +137,14 @@ def backends_section(df: pd.DataFrame) -> Section:
         if notes.reasons:
             section.lines += [notes.render(), ""]
     return section
+
+
+def _graph_cell(r: dict, scale: float) -> str:
+    """The CUDA-graph replay median (launch overhead removed, the L2 cache warm: not comparable with the
+    medians), or why the call could not be captured."""
+    if pd.notna(r.get("graph_median_s")):
+        return num(r["graph_median_s"] * scale)
+    return str(r["graph_status"]) if isinstance(r.get("graph_status"), str) else "–"
 
 
 def twin_text(ratio) -> str:
