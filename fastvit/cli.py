@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
 
     r = sub.add_parser("report", help="turn benchmark results into a report with tables and plots")
-    r.add_argument("results", help="pytest-benchmark JSON (or the sweep's JSONL rows)")
+    r.add_argument("results", help="the sweep's results.jsonl (an older run's pytest-benchmark JSON is read too)")
     r.add_argument("-o", "--output", default="report", help="output directory")
     r.add_argument("--compare", metavar="OTHER", help="a second results file to put side by side")
     r.set_defaults(func=cmd_report)
