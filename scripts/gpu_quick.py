@@ -111,7 +111,7 @@ PLAN = [
     Step("environment", 1, 20, "GPU, driver, torch, CUDA, cuDNN, Triton, xformers versions; the SDPA kernel PyTorch "
          "picks per shape and dtype, and which pinned kernels accept each shape",
          ["{py}", "scripts/gpu_quick.py", "probe", "--device", "cuda", "--out", "{dir}"],
-         ["{py}", "scripts/gpu_quick.py", "probe", "--device", "cpu", "--out", "{dir}"], cpu_est_s=10, cap_s=90),
+         ["{py}", "scripts/gpu_quick.py", "probe", "--device", "cpu", "--out", "{dir}"], cpu_est_s=20, cap_s=90),
     Step("correctness", 2, 90, "the Triton kernels (attention, add + LayerNorm, patch embedding) and every attention "
          "backend forward and backward against float64 on CUDA in fp32, fp16 and bf16: ViT-B/16 at 224 and 384 px, "
          "head dim 80, Swin's window bias, DeiT's two prefix rows, the attention-semantics cases, and every "
@@ -125,24 +125,24 @@ PLAN = [
          _gpu_sweep(B_ATT, "--model", GPU_MODEL, "--attn-backend", ATTN_PEERS, "--resolutions", "224,384",
                     "--batch-size", "64", "--time-budget", "2"),
          _cpu_sweep(B_ATT, "--attn-backend", "sdpa-flash,naive,triton,xformers", "--resolutions", "32"),
-         cpu_est_s=40, sweep=True),
+         cpu_est_s=50, sweep=True),
     Step("attention-long", 3, 45, "the same at N = 1025 and 4097 (512, 1024 px), batch 8",
          _gpu_sweep(B_ATT, "--model", GPU_MODEL, "--attn-backend", ATTN_PEERS, "--resolutions", "512,1024",
                     "--batch-size", "8", "--time-budget", "2"),
          _cpu_sweep(B_ATT, "--attn-backend", "sdpa-flash,naive,triton", "--resolutions", "48"),
-         cpu_est_s=40, sweep=True),
+         cpu_est_s=50, sweep=True),
     Step("norm-patch", 4, 55, "add + LayerNorm (triton against eager torch, GB/s against the copy bandwidth) and "
          "patch embedding (triton and einops against the convolution), ViT-B/16 shapes at 224 and 1024 px, batch 64",
          _gpu_sweep(B_OPS, "--model", GPU_MODEL, "--resolutions", "224,1024", "--batch-size", "64",
                     "--time-budget", "2"),
-         _cpu_sweep(B_OPS, "--resolutions", "32"), cpu_est_s=45, sweep=True),
+         _cpu_sweep(B_OPS, "--resolutions", "32"), cpu_est_s=50, sweep=True),
     Step("vit-b", 5, 70, "the whole ViT-B/16, forward and training step, bf16, batch 8, at 224 and 384 px, per backend "
          "set: attention sdpa or triton x LayerNorm torch or triton (patch embedding conv), eager",
          _gpu_sweep(B_VIT, "--model", GPU_MODEL, "--resolutions", "224,384", "--model-resolutions", "224,384",
                     "--attn-backend", "sdpa,triton", "--norm-backend", "torch,triton", "--compile-at", "none",
                     "--batch-size", "8", "--time-budget", "2"),
          _cpu_sweep(B_VIT, "--resolutions", "32", "--model-resolutions", "32", "--attn-backend", "sdpa,naive",
-                    "--compile-at", "none"), cpu_est_s=45, sweep=True),
+                    "--compile-at", "none"), cpu_est_s=50, sweep=True),
     Step("vit-b-compile", 5, 80, "ViT-B/16 forward at 224 px, batch 8: sdpa and triton attention eager and under "
          "torch.compile (inductor), paired",
          _gpu_sweep(B_VIT, "--model", GPU_MODEL, "--resolutions", "224", "--model-resolutions", "224",
@@ -356,20 +356,24 @@ class Job:
         if not todo:
             return
 
+        # on CUDA the reports end at most a minute after the deadline: the device tool's command has 600 s
+        timeout = self.report_timeout if self.device != "cuda" else \
+            max(20.0, min(self.report_timeout, self.deadline + 60 - self.now()))
+
         def render(item):
             rec, path = item
             cmd = [self.python, "-m", "fastvit.cli", "report", str(path), "-o", str(path.parent)]
             with open(path.parent / "report.log", "w") as log:
                 try:
                     p = subprocess.run(cmd, cwd=ROOT, env=self.child_env(Step("report", 0, 0, "", [])), stdout=log,
-                                       stderr=subprocess.STDOUT, timeout=self.report_timeout)
+                                       stderr=subprocess.STDOUT, timeout=timeout)
                     return rec, "ok" if p.returncode == 0 and (path.parent / "report.md").exists() \
                         else f"failed (exit status {p.returncode})"
                 except subprocess.TimeoutExpired:
-                    return rec, f"timed out after {self.report_timeout:.0f} s"
+                    return rec, f"timed out after {timeout:.0f} s"
 
         self.say(f"rendering {len(todo)} report(s)")
-        workers = max(1, min(len(todo), (os.cpu_count() or 2) // 2, 4))
+        workers = max(1, min(len(todo), (os.cpu_count() or 2) // 2, 8))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             for rec, status in pool.map(render, todo):
                 rec["report"] = status
@@ -442,6 +446,8 @@ def _measured_lines(rows: list) -> list:
 
 
 def write_summary(out: Path, plan: dict) -> str:
+    """Write quick.md (the steps, the SDPA kernels, the measured rows); return the same for the console,
+    the measured rows first and the steps last."""
     lines = [f"# fastvit quick GPU check on {plan['device']}", ""]
     env = {}
     try:
@@ -465,13 +471,13 @@ def write_summary(out: Path, plan: dict) -> str:
         report = f"; {report}" if report and r["reason"] else report
         lines.append(f"| {r['priority']} | {r['name']} | {r['est_s']:.0f} | {r['planned_s']:.0f} | {secs} | "
                      f"{r['status']}{extra} | {r['reason']}{report} |")
-    sdpa = env.get("sdpa") or []
+    sdpa, kernels = env.get("sdpa") or [], []
     if sdpa:
-        lines += ["", "## SDPA kernels per shape", "",
+        kernels += ["", "## SDPA kernels per shape", "",
                   "| shape | dtype | sdpa picks (fwd / train) | pinned kernels that refuse it |", "|---|---|---|---|"]
         for e in sdpa:
             refused = "; ".join(f"{k}" for k, ok in e.get("pinned", {}).items() if ok != "ok") or "none"
-            lines.append(f"| {e['shape']} | {e['dtype']} | {e.get('fwd')} / {e.get('train')} | {refused} |")
+            kernels.append(f"| {e['shape']} | {e['dtype']} | {e.get('fwd')} / {e.get('train')} | {refused} |")
     measured = []
     for r in plan["steps"]:
         rows = read_rows(out / r["dir"] / "results.jsonl")
@@ -479,10 +485,10 @@ def write_summary(out: Path, plan: dict) -> str:
             measured += [f"", f"### {r['name']}", "", "| op | px | batch | pass | member | median | rate | "
                          "ratio to baseline [95%] |", "|---|---|---|---|---|---|---|---|"] + _measured_lines(rows)
     if measured:
-        lines += ["", "## Measured (CUDA-event medians where there are any; ratios paired within a group)"] + measured
-    text = "\n".join(lines) + "\n"
-    (out / "quick.md").write_text(text)
-    return text
+        measured = ["", "## Measured (CUDA-event medians where there are any; ratios paired within a group)"] + measured
+    (out / "quick.md").write_text("\n".join(lines + kernels + measured) + "\n")
+    # printed with the steps last: the device tool's reply shows the end of the output
+    return "\n".join(kernels + measured + [""] + lines) + "\n"
 
 
 # -- the bundle -----------------------------------------------------------------------------------------------
