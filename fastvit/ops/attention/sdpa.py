@@ -76,7 +76,8 @@ def _run_pinned(kernel: SDPBackend, q, k, v, scale, dropout_p, bias):
 @functools.lru_cache(maxsize=None)
 def _probe(kernel: SDPBackend, device: str, dtype: torch.dtype, head_dim: int, bias) -> tuple[bool, str]:
     """Ask PyTorch whether ``kernel`` runs on a small input of this device, dtype and head dim, with
-    no bias, a bias (True) or a bias that needs its gradient (TRAINED)."""
+    no bias, a bias (True) or a bias that needs its gradient (TRAINED). The probe's mask is 4-D, as
+    every bias reaches PyTorch (:func:`_mask`): a bias of lower rank meets the kernel as the probe's did."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         return False, "CUDA is not available"
     x = torch.randn(1, 2, 16, head_dim, device=device, dtype=dtype)
