@@ -6,7 +6,7 @@
 #   scripts/device_job.sh [PHASE] [OUT_DIR] [...]     (arguments and settings as scripts/gpu_job.sh)
 #
 # The device tool's run, short (scripts/README.md): carry [".whl"] and
-#   BUNDLE_DIR=$OUT scripts/device_job.sh quick /tmp/fq
+#   BUNDLE_DIR=$OUT bash scripts/device_job.sh quick /tmp/fq
 set -uo pipefail
 cd "$(dirname "$0")/.."
 site=${SITE:-/tmp/fastvit-site}
@@ -18,4 +18,4 @@ else
     echo "[device-job] no wheels in .whl/: xformers (and hypothesis) must already be importable" >&2
 fi
 export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PYTHON=$PY exec scripts/gpu_job.sh "$@"
+PYTHON=$PY exec bash scripts/gpu_job.sh "$@"

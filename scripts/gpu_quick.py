@@ -55,7 +55,7 @@ DEFAULTS = {"deadline": 480.0, "reserve": {"cuda": 40.0, "cpu": 60.0}, "grace": 
 
 # The device tool's command (carry [".whl"], made by scripts/gpu_wheels.sh; timeout_s 600): the wheels
 # installed, this plan run against its deadline, everything back in $OUT (scripts/README.md).
-DEVICE_COMMAND = "set -o pipefail; BUNDLE_DIR=$OUT scripts/device_job.sh quick /tmp/fq 2>&1 | tee $OUT/console.log"
+DEVICE_COMMAND = "set -o pipefail; BUNDLE_DIR=$OUT bash scripts/device_job.sh quick /tmp/fq 2>&1 | tee $OUT/console.log"
 
 # -- the plan ----------------------------------------------------------------------------------------------
 
