@@ -17,7 +17,7 @@ from fastvit.bench.results import KEY, ResultsError, ResultsFile, read_rows, row
 ROOT = Path(__file__).resolve().parents[1]
 # 4 sizes x 2 passes = 8 comparison groups of op-level attention, each of 2 backends and the A/A twin
 FLAGS = ["-k", "test_attention", "--attn-backend", "naive,sdpa", "--resolutions", "32,48,64,80", "--pass",
-         "fwd,train", "--batch-size", "1", "--device", "cpu", "--threads", "1", "--time-budget", "1",
+         "fwd,train", "--batch-size", "1", "--device", "cpu", "--threads", "1", "--time-budget", "3",
          "--model", "vit_tiny_patch16_224"]
 CONFIGS = 24
 
