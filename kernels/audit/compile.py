@@ -19,6 +19,7 @@ keyed by the PTX.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
@@ -62,9 +63,23 @@ class _Pointer:
 
 
 @functools.lru_cache(maxsize=None)
+def _backend(arch: int):
+    return make_backend(GPUTarget("cuda", arch, 32))
+
+
+@functools.lru_cache(maxsize=None)
 def _binder(fn, arch: int):
-    backend = make_backend(GPUTarget("cuda", arch, 32))
+    backend = _backend(arch)
     return backend, create_function_from_signature(fn.signature, fn.params, backend)
+
+
+@functools.lru_cache(maxsize=None)
+def forwarded_knobs(arch: int) -> tuple[str, ...]:
+    """The compilation knobs JITFunction.run passes into a launch's compile options on this Triton:
+    those the target backend's options have a field for (3.7 and 3.8: ``instrumentation_mode``; 3.9
+    adds ``fpsan_homomorphic_casts``). Detected, so that one version's knob is never read on another."""
+    fields = {f.name for f in dataclasses.fields(_backend(arch).parse_options({}))}
+    return tuple(sorted(name for name in fields if hasattr(knobs.compilation, name)))
 
 
 def specialize(launch, config, arch: int) -> dict:
@@ -73,8 +88,8 @@ def specialize(launch, config, arch: int) -> dict:
     backend, binder = _binder(fn, arch)
     kwargs = launch.meta(config)
     kwargs["debug"] = kwargs.get("debug", fn.debug) or knobs.runtime.debug
-    kwargs["instrumentation_mode"] = knobs.compilation.instrumentation_mode
-    kwargs["fpsan_homomorphic_casts"] = knobs.compilation.fpsan_homomorphic_casts
+    for name in forwarded_knobs(arch):
+        kwargs[name] = getattr(knobs.compilation, name)
     args = [_Pointer(a) if isinstance(a, torch.Tensor) else a for a in launch.args]
     bound, specialization, options = binder(*args, **kwargs)
     options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
@@ -126,7 +141,8 @@ def ptxas_tool(arch: int):
 
 
 def _ptxas_flags(arch: int, options: dict) -> list[str]:
-    """The flags Triton 3.9 assembles with (backends/nvidia/compiler.py, make_cubin), ``-v`` included."""
+    """The flags Triton assembles with by default (backends/nvidia/compiler.py, make_cubin; alike in
+    3.7, 3.8 and 3.9), ``-v`` included."""
     from triton.backends.nvidia.compiler import sm_arch_from_capability
 
     return ["-lineinfo", *([] if options.get("enable_fp_fusion") else ["--fmad=false"]), "-v",
