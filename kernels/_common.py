@@ -69,6 +69,21 @@ def autotune(fn, *, off, on, full, key, prune=None):
                            prune_configs_by={"early_config_prune": prune} if prune else None)(fn)
 
 
+def min_dot_k(bits: int = 32) -> int:
+    """The smallest reduction size K that this Triton's ``tl.dot`` accepts for ``bits``-bit operands on
+    NVIDIA GPUs, read from the NVIDIA backend's own bound (``min_dot_size``): 16 for fp32 on Triton
+    3.7, 8 from 3.8 on. 16 where the bound cannot be read (no NVIDIA backend, another signature)."""
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.backends.nvidia.compiler import min_dot_size
+        import triton.language as tl
+
+        operand = {8: tl.float8e4nv, 16: tl.float16, 32: tl.float32, 64: tl.float64}[bits]
+        return int(min_dot_size(GPUTarget("cuda", 80, 32))(operand, operand)[2])
+    except Exception:  # noqa: BLE001 -- any failure to read the bound: assume the strictest common one
+        return 16
+
+
 def config_key(config) -> tuple:
     """A configuration as a hashable value: block sizes, warps, stages."""
     return tuple(sorted(config.kwargs.items())), config.num_warps, config.num_stages

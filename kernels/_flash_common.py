@@ -117,22 +117,29 @@ _OFF = {"fwd": _FIXED, "dkdv": _config(32, 32, 8, 2), "dq": _FIXED}
 # whose dots run on tensor cores (64-row tiles and up: Hopper's wgmma), and "fp32" for true-fp32
 # dots, which run as FMAs with both operands in registers and need small tiles. Each listed tile
 # compiles for sm_90 and sm_80 without spilling or overflowing shared memory at head dims 32 (with an
-# attention bias), 64 and 80 (python -m kernels.audit); the pruning gives a launch its dtype's family.
+# attention bias, but for BIAS_SPILLS), 64 and 80 with every audited Triton release (python -m
+# kernels.audit; kernels/audit/versions.py); the pruning gives a launch its dtype's family.
 TILES = {
     "fwd": dict(mma=[(128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2)],
                 fp32=[(32, 32, 4, 2), (32, 64, 8, 2), (16, 64, 4, 2)]),
-    "dkdv": dict(  # BLOCK_N: the program's key block; BLOCK_M: queries streamed
-        mma=[(64, 128, 8, 3), (64, 64, 8, 2), (64, 64, 4, 2)],
-        fp32=[(32, 32, 8, 2), (16, 64, 8, 2), (32, 16, 4, 2)]),
+    "dkdv": dict(  # BLOCK_N: the program's key block; BLOCK_M: queries streamed (64 x 128 w8, 32 x 32 w8 and
+        # 16 x 64 w8 spill on sm_80 with Triton 3.7, at head dim 80 or 64 or with a bias; 16 x 32 at head
+        # dim 80 with 3.8 and 3.9)
+        mma=[(32, 128, 8, 3), (64, 64, 8, 2), (64, 64, 4, 2)],
+        fp32=[(32, 16, 8, 2), (32, 16, 4, 2), (16, 16, 4, 2)]),
     "dq": dict(mma=[(128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2)],
                fp32=[(32, 32, 4, 2), (64, 16, 8, 2), (16, 32, 4, 2)]),
 }
 # Tiles that spill with an attention bias (the bias tile, and in dQ the dS store, take registers): a
-# launch with a bias keeps the rest of its family (python -m kernels.audit, Swin's head dim 32).
-BIAS_SPILLS = {"fwd": [(128, 128, 8, 3)], "dkdv": [(64, 64, 8, 2), (64, 64, 4, 2), (32, 32, 8, 2)],
+# launch with a bias keeps the rest of its family (python -m kernels.audit, Swin's head dim 32, with
+# every audited Triton release: the fp32 forward's 32 x 32 w4 and 32 x 64 w8 spill 8 B on sm_90 with
+# Triton 3.7 and 3.8, the 16-bit forward's 128 x 64 w8 8 B on sm_80 with 3.7; none of them with 3.9).
+BIAS_SPILLS = {"fwd": [(128, 128, 8, 3), (128, 64, 8, 3), (32, 32, 4, 2), (32, 64, 8, 2)],
+               "dkdv": [(64, 64, 8, 2), (64, 64, 4, 2), (32, 32, 8, 2)],
                "dq": [(128, 64, 8, 3), (64, 64, 4, 3)]}
 # FASTVIT_AUTOTUNE=full, for tuning work (not audited clean: some of these spill).
-_WIDE = dict(mma=[(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64, 128) for w in (4, 8) for s in (2, 3, 4)],
+_WIDE = dict(mma=[(bm, bn, w, s) for bm, bn in [(b, c) for b in (64, 128) for c in (32, 64, 128)] + [(32, 128)]
+                  for w in (4, 8) for s in (2, 3, 4)],
              fp32=[(bm, bn, w, 2) for bm in (16, 32, 64) for bn in (16, 32, 64) for w in (2, 4, 8)
                    if bm < 64 or bn < 32])  # disjoint from the mma family
 

@@ -32,9 +32,9 @@ Dtypes: fp16, bf16 or fp32, one dtype for all inputs, fp32 accumulation, output 
 Block sizes are autotuned on GPU over FASTVIT_AUTOTUNE's space, two families of tiles, and the
 pruning gives a launch its dtype's: tensor-core tiles with a 32- or 64-wide reduction step for fp16 /
 bf16 (wgmma on Hopper), and for fp32, whose IEEE dots run as FMAs with both operands in registers,
-tiles with a reduction step of 8 or 16. Every tile of the default space compiles for sm_90 and sm_80
-without spills or shared-memory overflow at patch sizes 14, 16 and 32, with one or two prefix rows
-(``python -m kernels.audit``). Launches run with the inputs' CUDA device current.
+tiles with a reduction step of 16. Every tile of the default space compiles for sm_90 and sm_80
+without spills or shared-memory overflow at patch sizes 14, 16 and 32, with one or two prefix rows,
+with every audited Triton release (``python -m kernels.audit``). Launches run with the inputs' CUDA device current.
 
 PyTorch custom ops (namespace ``fastvit_kernels``): ``patch_embed_fwd`` (images, weight, bias?,
 pos_embed, prefix) -> tokens and ``patch_embed_bwd`` -> (d_images, d_weight), each with a fake
@@ -57,7 +57,7 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from kernels._common import (NAMESPACE, autotune, by_precision, check_inputs, device_guard, interpreter_enabled,
-                             require_runnable, tracing)
+                             min_dot_k, require_runnable, tracing)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -230,9 +230,10 @@ _INTERPRETER_META = {
 # Two families of (tile, num_warps, num_stages) per kernel, each tile (output rows, output columns,
 # reduction step) in the kernel's own block names: "mma" for fp16 / bf16, whose dots run on tensor
 # cores, and "fp32" for true-fp32 dots, which run as FMAs with both operands in registers and take a
-# short reduction step (8 or 16) instead. Each listed one compiles for sm_90 and sm_80 without
-# spilling or overflowing shared memory at patch sizes 14, 16 and 32 (python -m kernels.audit); the
-# pruning gives a launch its dtype's family.
+# short reduction step instead: 16, the smallest K that Triton 3.7's tl.dot accepts for fp32 (3.8
+# and later take 8). Each listed one compiles for sm_90 and sm_80 without spilling or overflowing
+# shared memory at patch sizes 14, 16 and 32 with every audited Triton release (python -m
+# kernels.audit; kernels/audit/versions.py); the pruning gives a launch its dtype's family.
 _NAMES = {"fwd": ("BLOCK_M", "BLOCK_N", "BLOCK_K"), "dweight": ("BLOCK_E", "BLOCK_K", "BLOCK_R"),
           "dimages": ("BLOCK_M", "BLOCK_K", "BLOCK_E")}
 _MMA = [((128, 128, 32), 8, 3), ((128, 64, 32), 4, 4), ((64, 128, 32), 4, 4), ((64, 64, 32), 4, 3),
@@ -240,17 +241,20 @@ _MMA = [((128, 128, 32), 8, 3), ((128, 64, 32), 4, 4), ((64, 128, 32), 4, 4), ((
 _TILES = {
     "fwd": dict(mma=[((128, 128, 32), 8, 3), ((128, 64, 32), 4, 4), ((64, 128, 32), 8, 4), ((64, 64, 32), 4, 3),
                      ((128, 128, 64), 8, 3)],
-                fp32=[((128, 64, 8), 8, 2), ((64, 128, 8), 8, 2), ((64, 64, 16), 4, 2), ((64, 64, 8), 4, 2)]),
-    "dweight": dict(mma=_MMA, fp32=[((128, 64, 8), 4, 2), ((128, 128, 8), 8, 2), ((64, 64, 16), 4, 2),
-                                    ((64, 128, 8), 4, 2)]),
-    "dimages": dict(mma=_MMA, fp32=[((128, 64, 8), 8, 2), ((128, 128, 8), 8, 2), ((64, 64, 16), 8, 2),
-                                    ((64, 128, 8), 4, 2)]),
+                fp32=[((128, 64, 16), 8, 2), ((64, 128, 16), 8, 2), ((64, 64, 16), 4, 2), ((32, 64, 16), 4, 2)]),
+    "dweight": dict(mma=_MMA, fp32=[((128, 64, 16), 8, 2), ((128, 128, 16), 8, 2), ((64, 64, 16), 4, 2),
+                                    ((64, 128, 16), 8, 2)]),
+    "dimages": dict(mma=_MMA, fp32=[((128, 64, 16), 8, 2), ((128, 128, 16), 8, 2), ((64, 64, 16), 8, 2),
+                                    ((64, 128, 16), 8, 2)]),
 }
-# FASTVIT_AUTOTUNE=full, for tuning work (not audited clean: some of these spill).
+_FP32_MIN_K = min_dot_k(32)
+# FASTVIT_AUTOTUNE=full, for tuning work (not audited clean: some of these spill); its fp32 tiles with
+# a reduction step of 8 only where this Triton's tl.dot takes K = 8 for fp32 (3.8 and later).
 _WIDE = dict(mma=[(t, w, s) for t in [(64, 64, 32), (128, 64, 32), (64, 128, 32), (128, 128, 32), (128, 128, 64)]
                   for w in (4, 8) for s in (3, 4)],
              fp32=[(t, w, 2) for t in [(64, 64, 8), (64, 64, 16), (128, 64, 8), (64, 128, 8), (128, 128, 8),
-                                       (32, 64, 16), (64, 32, 16)] for w in (4, 8)])
+                                       (128, 64, 16), (64, 128, 16), (128, 128, 16), (32, 64, 16), (64, 32, 16)]
+                   for w in (4, 8) if t[2] >= _FP32_MIN_K])
 
 
 def _tuned(fn, kernel: str):
