@@ -13,11 +13,24 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml scripts/setup_venv.sh
 setup: $(VENV)/.installed-$(EXTRAS)
 
 # The suite, then the ahead-of-time compile audit of the Triton kernels for sm_90 and sm_80 (no GPU
-# needed): it rewrites reports/audit/ (deterministic: a clean run leaves no diff) and fails on any
-# config of the default space that does not compile, overflows shared memory or spills.
+# needed) with each audited Triton release (kernels/audit/versions.py): the venv's own, the newest,
+# and the others, each installed alone into $(VENV)/triton-<version> and put first on PYTHONPATH;
+# with the oldest, the kernels' interpreter tests and test_audit too (whose probes compile with it:
+# the audit itself reuses the committed results), about 2 minutes. Each audit rewrites its
+# reports/audit/triton-<version>/ (deterministic: a clean run leaves no diff) and fails on any config
+# of the default space that does not compile, overflows shared memory or spills.
+TRITON_OLDEST := 3.7.1
+TRITON_OTHERS := 3.7.1 3.8.0
+KERNEL_TESTS := tests/test_flash_attention.py tests/test_layer_norm.py tests/test_patch_embed.py tests/test_audit.py
+AUDIT := -m kernels.audit --arch sm_90,sm_80 --out 'reports/audit/triton-{triton}' \
+	--results-cache 'reports/audit/triton-{triton}/results_cache.json'
 test: setup
 	$(PY) -m pytest -rs -n auto tests
-	$(PY) -m kernels.audit --arch sm_90,sm_80 --out reports/audit --results-cache reports/audit/results_cache.json
+	$(PY) $(AUDIT)
+	@for v in $(TRITON_OTHERS); do scripts/setup_venv.sh --triton $$v $(VENV) || exit 1; done
+	PYTHONPATH=$(abspath $(VENV))/triton-$(TRITON_OLDEST) $(PY) -m pytest -rs -n auto $(KERNEL_TESTS)
+	@for v in $(TRITON_OTHERS); do echo "[test] audit with triton $$v"; \
+	    PYTHONPATH=$(abspath $(VENV))/triton-$$v $(PY) $(AUDIT) >/dev/null || exit 1; done
 
 # The main job: the resolution sweep on this machine's default device (CUDA if present, else CPU),
 # then its report, both in reports/<device>/ (results.jsonl is written group by group as the sweep goes).

@@ -8,7 +8,25 @@
 #   - on a machine with an NVIDIA GPU, the normal (CUDA) build is installed;
 #   - otherwise the CPU build, torch==$FASTVIT_CPU_TORCH (default 2.13.0), is installed. Extra
 #     pip arguments for it (an index that serves CPU wheels, say) go in $FASTVIT_TORCH_PIP_ARGS.
+#
+#   scripts/setup_venv.sh --triton VERSION VENV
+#
+# installs triton==VERSION alone into VENV/triton-VERSION (kept once installed): put first on
+# PYTHONPATH, it stands in for the venv's own triton, with everything else the venv's (make test
+# runs the audit and the kernels' interpreter tests with the other supported releases this way).
 set -euo pipefail
+if [ "${1:-}" = "--triton" ]; then
+    version=${2:?usage: scripts/setup_venv.sh --triton VERSION VENV}
+    venv=${3:-.venv}
+    target="$venv/triton-$version"
+    if [ ! -f "$target/.installed" ]; then
+        echo "[setup] installing triton==$version into $target"
+        rm -rf "$target"
+        "$venv/bin/python" -m pip install -q --no-deps --target "$target" "triton==$version"
+        touch "$target/.installed"
+    fi
+    exit 0
+fi
 venv=${1:-.venv}
 extras=${2:-test}
 python=${PYTHON:-python3}

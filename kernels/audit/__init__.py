@@ -2,6 +2,13 @@
 
     python -m kernels.audit [--arch sm_90,sm_80] [--space on|full|off] [--json PATH] [--out DIR]
         [--results-cache PATH]
+    python -m kernels.audit --check-version
+
+``{triton}`` in a path given to --json, --out or --results-cache stands for the installed triton's
+version (``make test``: ``--out 'reports/audit/triton-{triton}'``): each audited release
+(kernels.audit.versions.AUDITED) has its own report and results cache. ``--check-version`` only
+prints the installed triton's version and whether it is one of the audited releases (a warning on
+stderr when not; kernels.audit.versions).
 
 For each architecture, every kernel the launchers would launch for the shapes of fastvit's ViT presets
 (kernels.audit.capture: the real launchers are called on CPU tensors with each launch recorded), each
@@ -60,7 +67,11 @@ def _parse(argv):
     parser.add_argument("--out", metavar="DIR", help="write DIR/audit.txt and DIR/audit.json")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiler processes [all CPUs]")
     parser.add_argument("--results-cache", metavar="PATH", help="reuse and keep compile results in this JSON file")
+    parser.add_argument("--check-version", action="store_true",
+                        help="only print the installed triton's version and whether it was audited (alone)")
     args = parser.parse_args(argv)
+    if args.check_version:
+        parser.error("--check-version takes no other arguments")
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
     unknown = [a for a in archs if a not in ARCHS]
     if unknown or not archs:
@@ -129,6 +140,9 @@ def main(argv=None) -> int:
     The compiler processes are spawned, so a script calling this must do so under
     ``if __name__ == "__main__":`` (console-script entry points do)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--check-version"]:  # the installed triton against the audited releases (kernels.audit.versions)
+        from kernels.audit import versions
+        return versions.main()
     if interpreter_enabled():  # the interpreter's kernels cannot be compiled: run in a fresh Python without it
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         return subprocess.call([sys.executable, "-m", "kernels.audit", *argv], env=env)
@@ -141,12 +155,16 @@ def main(argv=None) -> int:
         return 2
     import triton
 
+    for name in ("json", "out", "results_cache"):  # "{triton}" in a path: the installed triton's version
+        if getattr(args, name):
+            setattr(args, name, getattr(args, name).replace("{triton}", triton.__version__))
     start = time.perf_counter()
     ptxas = ", ".join(sorted({f"{os.path.basename(t.path)} {t.version}" for t in tools.values()}))
     cache = _read_cache(args.results_cache) if args.results_cache else None
     rows, summary = run_audit(args.archs, args.space, args.dtype_list, args.jobs, cache,
                               toolchain=f"triton {triton.__version__}; {ptxas}")
     if cache is not None:
+        os.makedirs(os.path.dirname(args.results_cache) or ".", exist_ok=True)
         with open(args.results_cache, "w") as f:
             json.dump(cache, f, sort_keys=True, indent=0)
             f.write("\n")
