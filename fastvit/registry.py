@@ -76,6 +76,7 @@ class Backend:
     own_kernel: bool = False    # fastvit's own Triton kernel; on CPU it runs only in Triton's interpreter
     peer: bool = False          # a fused library kernel that fastvit's own kernels are measured against
     takes_bias: bool = False    # accepts an additive attention bias
+    takes_packing: bool = False  # accepts packed sequences (attention's ``packing``)
     kernel_choice: Callable | None = None  # (q, k, v) -> name of the kernel that actually runs
 
 

@@ -339,7 +339,7 @@ def test_availability_is_checked_once_per_route(monkeypatch):
     for D in (8, 8, 16, 8, 16):
         fastvit.attention(*(torch.randn(1, 2, 5, D),) * 3, backend="naive")
     assert checks == {8: 1, 16: 1}
-    assert ("naive", torch.device("cpu"), torch.float32, 8, False) in ATTENTION.routes
+    assert ("naive", torch.device("cpu"), torch.float32, 8, False, False) in ATTENTION.routes
 
 
 def test_any_change_to_the_table_forgets_the_routes(monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from fastvit.registry import use_backend as _use_backend
-from fastvit.ops.attention import ATTENTION, Attention, attention
+from fastvit.ops.attention import ATTENTION, Attention, Packing, attention
 from fastvit.ops.norm import NORM, LayerNorm, add_layer_norm, layer_norm
 from fastvit.ops.patch import PATCH, PatchEmbed, patch_embed
 
@@ -25,5 +25,5 @@ def use_backend(attn: str | None = None, **ops: str | None):
         yield
 
 
-__all__ = ["ATTENTION", "NORM", "PATCH", "attention", "add_layer_norm", "layer_norm", "patch_embed",
+__all__ = ["ATTENTION", "NORM", "PATCH", "attention", "Packing", "add_layer_norm", "layer_norm", "patch_embed",
            "Attention", "LayerNorm", "PatchEmbed", "use_backend"]

@@ -7,5 +7,6 @@ from fastvit.ops.attention import naive, sdpa, xformers, triton  # noqa: F401  (
 from fastvit.ops.attention.functional import attention, validate_qkv
 from fastvit.ops.attention.module import Attention
 from fastvit.ops.attention.naive import attention_probs
+from fastvit.ops.attention.packing import Packing
 
-__all__ = ["ATTENTION", "attention", "validate_qkv", "Attention", "attention_probs"]
+__all__ = ["ATTENTION", "attention", "validate_qkv", "Attention", "attention_probs", "Packing"]

@@ -6,6 +6,7 @@ import math
 import torch
 
 from fastvit.errors import ArgumentError, DeviceError, DTypeError, ShapeError
+from fastvit.ops.attention.packing import Packing
 from fastvit.ops.attention.registry import ATTENTION, TRAINED
 
 
@@ -46,7 +47,8 @@ def validate_qkv(q, k, v, bias=None, scale=None, dropout_p=0.0) -> None:
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str | None = None,
-              scale: float | None = None, dropout_p: float = 0.0, bias: torch.Tensor | None = None) -> torch.Tensor:
+              scale: float | None = None, dropout_p: float = 0.0, bias: torch.Tensor | None = None,
+              packing: Packing | None = None) -> torch.Tensor:
     """softmax(q k^T * scale + bias) v with the selected backend.
 
     One semantics for every backend (tests/test_attention.py holds each registered backend to it):
@@ -73,6 +75,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str
         bias: None or an additive bias tensor of q's dtype and device, as above (Swin's relative
             position bias and window mask, a key-padding mask); backends that take none report
             themselves unavailable.
+        packing: None, or a :class:`~fastvit.ops.attention.packing.Packing`: q, k, v are then
+            (1, H, T, D), several sequences end to end, and each token attends only to the tokens of
+            its own sequence (fastvit/ops/attention/packing.py); not with a bias. Backends that
+            cannot run packed sequences report themselves unavailable (BackendError).
 
     Raises:
         BackendError: unknown backend, or one that cannot run on these inputs (with the reason).
@@ -84,6 +90,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str
     # shape that broadcasts, a bias of another dtype, a bad scale or dropout_p); the rest -- q, k, v
     # of mixed dtypes or devices, which every backend refuses -- is named by the full validation if
     # the backend fails. Anything unusual gets the full validation first.
+    if packing is not None:
+        return _packed(q, k, v, backend, scale, dropout_p, bias, packing)
     try:
         shape, dtype = q.shape, q.dtype
         ok = (len(shape) == 4 and k.shape == shape and v.shape == shape and dtype.is_floating_point
@@ -98,13 +106,24 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str
         if bias is not None:
             _remember_broadcast(bias.shape, shape)
     key = (ATTENTION.selected() if backend is None else backend, q.device, dtype, shape[3],
-           bias is not None and (TRAINED if bias.requires_grad and torch.is_grad_enabled() else True))
+           bias is not None and (TRAINED if bias.requires_grad and torch.is_grad_enabled() else True), False)
     fn = _ROUTES.get(key) or ATTENTION.admit(key)  # ATTENTION.route, inlined
     try:
         return fn(q, k, v, scale=scale, dropout_p=dropout_p, bias=bias)
     except Exception:
         validate_qkv(q, k, v, bias, scale, dropout_p)  # the typed error, if the inputs are at fault
         raise
+
+
+def _packed(q, k, v, backend, scale, dropout_p, bias, packing):
+    """attention over packed sequences: validated in full on every call (one call per block)."""
+    if not isinstance(packing, Packing):
+        raise ArgumentError(f"attention: packing must be a fastvit Packing or None, got {type(packing).__name__}")
+    validate_qkv(q, k, v, None, scale, dropout_p)
+    packing.check(q, bias)
+    key = (ATTENTION.selected() if backend is None else backend, q.device, q.dtype, q.shape[3], False, True)
+    fn = _ROUTES.get(key) or ATTENTION.admit(key)
+    return fn(q, k, v, scale=scale, dropout_p=dropout_p, bias=None, packing=packing)
 
 
 _INF = math.inf

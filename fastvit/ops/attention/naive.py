@@ -10,6 +10,9 @@ there, and its backward spreads the NaN to dk and dv of the whole (batch, head) 
 row's scores are set to 0 before the softmax (in place: no extra N x N tensor), and its output row is
 zeroed after it, so no gradient reaches the row's probabilities. Other rows are computed exactly as
 by the plain softmax, bit for bit.
+
+Packed sequences (a Packing) become the packing's (T, T) block-diagonal bias: -inf between tokens of
+different sequences. The reference materializes T x T scores, the whole packing's, as it does N x N.
 """
 import torch
 import torch.nn.functional as F
@@ -38,8 +41,10 @@ def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float | None = None
 
 
 @register("naive", description="explicit softmax(q k^T) v, N x N materialized", reference=True,
-          materializes=True, takes_bias=True)
-def naive_attention(q, k, v, *, scale=None, dropout_p=0.0, bias=None):
+          materializes=True, takes_bias=True, takes_packing=True)
+def naive_attention(q, k, v, *, scale=None, dropout_p=0.0, bias=None, packing=None):
+    if packing is not None:
+        bias = packing.block_bias(q.dtype)
     probs, dead = _probs(q, k, scale, bias)
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p, training=True)

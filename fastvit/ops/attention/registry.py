@@ -1,7 +1,9 @@
 """The attention op's registry. Every backend takes ``(q, k, v, *, scale, dropout_p, bias)`` in the
 canonical (B, H, N, D) layout and returns (B, H, N, D); one that wants another layout converts inside.
 ``bias`` is None or an additive bias broadcastable to (B, H, N, N), added to the scaled scores before
-the softmax; a backend registered without ``takes_bias`` reports itself unavailable for it.
+the softmax; a backend registered without ``takes_bias`` reports itself unavailable for it. Packed
+sequences (fastvit/ops/attention/packing.py) come as the extra keyword ``packing`` to backends
+registered with ``takes_packing``; the others report themselves unavailable for them.
 
 The availability checks' ``bias`` keyword: False (no bias), True (a bias), or TRAINED (a bias whose
 gradient is needed: it requires grad and grad mode is on), which some kernels refuse (PyTorch's CPU
@@ -13,14 +15,20 @@ from fastvit.registry import Registry, always
 
 TRAINED = "trained"
 
-ATTENTION = Registry("attention", "FASTVIT_ATTN_BACKEND", "sdpa", keys=("head_dim", "bias"),
-                     probe_shape={"head_dim": 64, "bias": False})
+ATTENTION = Registry("attention", "FASTVIT_ATTN_BACKEND", "sdpa", keys=("head_dim", "bias", "packed"),
+                     probe_shape={"head_dim": 64, "bias": False, "packed": False})
 
 
 def register(name: str, *, check=always, **traits):
     """``ATTENTION.register`` whose availability check also answers for an attention bias
-    (shape keyword ``bias=True``): refused, with the reason, unless the backend ``takes_bias``."""
-    def checked(device, dtype, bias: bool = False, **shape):
+    (shape keyword ``bias=True``) and for packed sequences (``packed=True``): refused, with the
+    reason, unless the backend ``takes_bias`` or ``takes_packing``. A backend that takes packing is
+    called with the keyword ``packing`` (a Packing) on packed inputs, and without it otherwise."""
+    def checked(device, dtype, bias: bool = False, packed: bool = False, **shape):
+        if packed and not traits.get("takes_packing", False):
+            return False, f"attention backend {name!r} takes no packed sequences"
+        if packed:
+            shape["packed"] = True
         if bias and not traits.get("takes_bias", False):
             return False, f"attention backend {name!r} takes no additive attention bias"
         return check(device, dtype, bias=bias, **shape) if traits.get("takes_bias") else check(device, dtype, **shape)

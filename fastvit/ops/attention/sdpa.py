@@ -8,6 +8,11 @@ kernel. The bias goes in as SDPA's float ``attn_mask``, viewed as 4-D (leading d
 copy): PyTorch's CPU kernels refuse a mask of rank 0 or 1 with a raw IndexError (they index its
 dims -2 and -1), and its CPU flash kernel refuses a 3-D one. A fully masked row gives 0 and zero
 gradients in PyTorch's own kernels (torch >= 2.5), as fastvit.attention defines it.
+
+Packed sequences (a Packing) run one SDPA call per sequence on views of q, k and v cut at the
+packing's Python offsets (no read-back, no graph break), and the outputs are concatenated: no score
+outside a sequence's own block is computed, and the math kernel materializes only each sequence's
+own n x n block.
 """
 from __future__ import annotations
 
@@ -96,8 +101,10 @@ def _make(name: str, kernel: SDPBackend):
     def check(device, dtype, head_dim=64, bias=False, **shape):
         return _probe(kernel, str(device), dtype, int(head_dim), bias if bias == TRAINED else bool(bias))
 
-    def run(q, k, v, *, scale=None, dropout_p=0.0, bias=None):
+    def run(q, k, v, *, scale=None, dropout_p=0.0, bias=None, packing=None):
         try:
+            if packing is not None:
+                return _per_sequence(lambda *qkv: _run_pinned(kernel, *qkv, scale, dropout_p, None), q, k, v, packing)
             return _run_pinned(kernel, q, k, v, scale, dropout_p, _mask(bias))
         except torch.OutOfMemoryError:
             raise
@@ -105,7 +112,7 @@ def _make(name: str, kernel: SDPBackend):
             raise BackendError(f"attention backend {name!r} cannot run on q of shape {tuple(q.shape)}, "
                                f"{q.dtype}, {q.device}: {err}") from None
 
-    register(name, check=check, description=f"SDPA pinned to {kernel.name}", takes_bias=True,
+    register(name, check=check, description=f"SDPA pinned to {kernel.name}", takes_bias=True, takes_packing=True,
              materializes=kernel == SDPBackend.MATH, peer=kernel != SDPBackend.MATH,
              kernel_choice=lambda q, k, v, bias=None: name)(run)
 
@@ -122,9 +129,17 @@ def sdpa_kernel_choice(q, k, v, *, bias=None, dropout_p: float = 0.0, scale: flo
     return _KERNEL_NAMES.get(choice, f"unknown ({choice})")
 
 
+def _per_sequence(run, q, k, v, packing):
+    """``run(q_s, k_s, v_s)`` on each packed sequence's views, concatenated along the tokens."""
+    parts = zip(packing.split(q, 2), packing.split(k, 2), packing.split(v, 2))
+    return torch.cat([run(*qkv) for qkv in parts], dim=2)
+
+
 @register("sdpa", check=_sdpa_check, description="SDPA, PyTorch chooses the kernel", takes_bias=True,
-          kernel_choice=sdpa_kernel_choice)
-def sdpa_attention(q, k, v, *, scale=None, dropout_p=0.0, bias=None):
+          takes_packing=True, kernel_choice=sdpa_kernel_choice)
+def sdpa_attention(q, k, v, *, scale=None, dropout_p=0.0, bias=None, packing=None):
+    if packing is not None:
+        return _per_sequence(lambda *qkv: _sdpa(*qkv, None, dropout_p, scale), q, k, v, packing)
     if bias is not None and bias.dim() != 4:  # _mask, inlined
         bias = bias[_LEADING[bias.dim()]]
     if scale is None:  # _sdpa, inlined: one Python frame less on every call

@@ -11,6 +11,9 @@ backend gives xformers a copy of the bias's distinct elements with those rows se
 zeroes their output rows: no gradient then reaches them. Cost: one pass over the bias and one copy
 of its distinct elements (H * N * N for Swin's (1, H, N, N) table; not the (B, H, N, N) expansion),
 plus one masked copy of the output, on every call with a bias.
+
+Packed sequences (a Packing) go in as xformers' ``BlockDiagonalMask.from_seqlens`` of the packing's
+Python lengths: one kernel call over the whole packing, no score outside a sequence's block.
 """
 from __future__ import annotations
 
@@ -47,13 +50,17 @@ def finite_rows(bias):
 
 
 @register("xformers", check=_check, description="xformers.ops.memory_efficient_attention", peer=True,
-          takes_bias=True)
-def xformers_attention(q, k, v, *, scale=None, dropout_p=0.0, bias=None):
+          takes_bias=True, takes_packing=True)
+def xformers_attention(q, k, v, *, scale=None, dropout_p=0.0, bias=None, packing=None):
     import xformers.ops as xops
 
     B, H, N, _ = q.shape
     attn_bias, dead = None, None
-    if bias is not None:
+    if packing is not None:
+        from xformers.ops.fmha.attn_bias import BlockDiagonalMask
+
+        attn_bias = BlockDiagonalMask.from_seqlens(list(packing.lengths), device=q.device)
+    elif bias is not None:
         attn_bias, dead = finite_rows(bias)
         attn_bias = attn_bias.expand(B, H, N, N)
     try:
