@@ -82,3 +82,26 @@ def test_interleave_stops_on_budget_or_convergence_and_drops_a_failing_member():
     alone = interleave([Member(_counting([], "a"), baseline=0)], torch.device("cpu"), min_rounds=5,
                        max_rounds=1000, time_budget=60.0, seed=0)
     assert alone.stop == "converged" and alone.rounds == 5  # nothing to compare: the minimum is enough
+
+
+def test_drift_that_parts_unpaired_medians_cancels_in_the_paired_ratio(monkeypatch):
+    """Two members doing the same work on a machine that slows down 3x over the run (a clock that
+    advances more per call as calls go on): the first half of one member's rounds against the second
+    half of the other's -- configurations measured minutes apart -- reads about 1.5x; interleaved,
+    the paired ratio is 1 within a per cent, with an interval around it."""
+    import fastvit.bench.rounds as rounds_module
+
+    now, calls = [0.0], [0]
+    monkeypatch.setattr(rounds_module, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: now[0])}))
+
+    def work():
+        calls[0] += 1
+        now[0] += 1.0 + 2.0 * calls[0] / 120  # 120 calls: from 1 s a call to 3 s
+
+    out = interleave([Member(work, baseline=0), Member(work, baseline=0)], torch.device("cpu"), min_rounds=60,
+                     max_rounds=60, time_budget=1e12, seed=3, target=-1.0)
+    a, b = out.times
+    assert out.rounds == 60 and calls[0] == 120
+    assert np.median(b[30:]) / np.median(a[:30]) > 1.4  # unpaired, apart in time: drift reads as a difference
+    r = out.ratio(1, 0)
+    assert abs(r.value - 1) < 0.01 and r.low <= 1 <= r.high
