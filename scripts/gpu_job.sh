@@ -92,6 +92,7 @@ environment() {
         nvidia-smi 2>&1 || echo "nvidia-smi: not available"
         $PY -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda,
 "cudnn", torch.backends.cudnn.version(), "triton", triton.__version__)'
+        $PY -m kernels.audit --check-version  # is this Triton one the kernels were audited with?
         $PY -m xformers.info 2>&1 | head -60 || echo "xformers: not importable"
         $PY -m fastvit.cli backends --device "$DEVICE" --dtype "$DTYPE"
     } > "$out/environment.txt" 2>&1

@@ -597,6 +597,9 @@ def probe(device: str, out: Path) -> int:
                     driver=driver.splitlines()[0] if driver and "nvidia-smi" not in driver else None)
     info["versions"] = versions
     info["triton_autotune"] = os.environ.get("FASTVIT_AUTOTUNE", "on")
+    # whether this Triton is one the kernels were audited with (a warning on stderr when it is not)
+    info["triton_audit"] = run([sys.executable, "-m", "kernels.audit", "--check-version"])
+    text += ["## triton audited?", info["triton_audit"]]
     if device == "cuda":
         if not torch.cuda.is_available():
             info["errors"].append("CUDA is not available to torch")

@@ -42,7 +42,7 @@ if "$venv/bin/python" -c "import torch" 2>/dev/null; then
     echo "[setup] keeping torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)')"
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "[setup] NVIDIA GPU found: installing the CUDA build of torch"
-    "${pip[@]}" "torch>=2.10"
+    "${pip[@]}" "torch>=2.13"
 else
     echo "[setup] no NVIDIA GPU: installing the CPU build torch==${FASTVIT_CPU_TORCH:-2.13.0}"
     # shellcheck disable=SC2086
