@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn as nn
 
-from fastvit.errors import ConfigError, DeviceError, DTypeError, ShapeError
+from fastvit.errors import ArgumentError, ConfigError, DeviceError, DTypeError, ShapeError
 from fastvit.models.pos_embed import resample_pos_embed
 from fastvit.ops.attention.registry import TRAINED
 from fastvit.registry import registry
@@ -60,7 +60,7 @@ def check_images(images, in_chans: int, like: torch.Tensor) -> None:
     """A floating (B, C, H, W) batch with the model's channels, on the device (and, outside autocast,
     in the dtype) of the model's parameter ``like``."""
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        raise DTypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
     if images.dim() != 4:
         raise ShapeError(f"images must be 4-D (B, C, H, W), got shape {tuple(images.shape)}")
     if not images.is_floating_point():
@@ -120,6 +120,16 @@ class BackendModel(nn.Module):
             if not ok:
                 return ok, reason
         return True, ""
+
+    def forward_packed(self, images):
+        """Mixed-resolution images packed into one sequence: ViT and DeiT only (fastvit/models/mixed.py)."""
+        raise ArgumentError(f"{type(self).__name__} takes no list of mixed-resolution images (packed or padded): "
+                            "its stages work on each image's full grid (windows, merging or pooling); use a ViT "
+                            "or DeiT, or one forward per image size")
+
+    def forward_padded(self, images):
+        """Mixed-resolution images padded to the longest: ViT and DeiT only (fastvit/models/mixed.py)."""
+        self.forward_packed(images)
 
     # -- checkpoints (fastvit.load_checkpoint) -------------------------------------------------------
     def convert_checkpoint(self, state: dict) -> dict:

@@ -23,7 +23,6 @@ import torch
 import torch.nn as nn
 
 from fastvit.errors import ConfigError
-from fastvit.models.pos_embed import resample_pos_embed
 from fastvit.models.vit import ViTConfig, VisionTransformer
 
 
@@ -76,12 +75,6 @@ class DeiT(VisionTransformer):
         if not self.cfg.distilled:
             return self.cls_token
         return torch.cat([self.cls_token, self.dist_token], dim=1)
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        grid = self.check_images(images)
-        pos_embed = resample_pos_embed(self.pos_embed, grid, self.cfg.grid_size,
-                                       num_prefix_tokens=self.num_prefix_tokens)  # (1, T + N, E)
-        return self.pos_drop(self.patch_embed(images, pos_embed, self.prefix_tokens()))  # (B, T + N, E)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False):
         """(B, T + N, E) features -> logits (B, num_classes), or the pair of heads' logits (distilled

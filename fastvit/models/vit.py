@@ -24,6 +24,7 @@ import torch.nn as nn
 from fastvit.errors import ConfigError, ResolutionError
 from fastvit.models.base import (BackendModel, check_choice, check_divisible, check_images, check_positive,
                                  check_rates)
+from fastvit.models import mixed
 from fastvit.models.pos_embed import resample_pos_embed
 from fastvit.ops import ATTENTION, NORM, PATCH, Attention, LayerNorm, PatchEmbed
 
@@ -116,17 +117,18 @@ class Block(nn.Module):
     def _branch(self, x: torch.Tensor) -> torch.Tensor:
         return drop_path(x, self.drop_path_p, self.training)
 
-    def forward(self, x: torch.Tensor, pending: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, pending: torch.Tensor | None = None, **attention_args):
+        """``attention_args``: ``bias`` or ``packing`` for the attention (fastvit/models/mixed.py)."""
         if not self.pre_norm:
             # post-norm: x = LN(x + Attn(x)); x = LN(x + MLP(x))
-            x = self.norm1.add_forward(self._branch(self.attn(x)), x)[0]
+            x = self.norm1.add_forward(self._branch(self.attn(x, **attention_args)), x)[0]
             x = self.norm2.add_forward(self._branch(self.mlp(x)), x)[0]
             return x, None
         if pending is None:
             h = self.norm1(x)
         else:
             h, x = self.norm1.add_forward(pending, x)  # x <- x + pending
-        h, x = self.norm2.add_forward(self._branch(self.attn(h)), x)  # x <- x + Attn(LN(x))
+        h, x = self.norm2.add_forward(self._branch(self.attn(h, **attention_args)), x)  # x <- x + Attn(LN(x))
         return x, self._branch(self.mlp(h))  # the MLP branch is added by the next norm
 
 
@@ -167,22 +169,28 @@ class VisionTransformer(BackendModel):
                 "patch": [{"patch_size": cfg.patch_size, "prefix_tokens": 1}]}
 
     # -- forward ----------------------------------------------------------------------------------
-    def check_images(self, images: torch.Tensor) -> tuple[int, int]:
-        """Validate an image batch; return its patch grid (H / P, W / P)."""
+    def check_images(self, images: torch.Tensor, any_size: bool = False) -> tuple[int, int]:
+        """Validate an image batch; return its patch grid (H / P, W / P). ``any_size``: a size other
+        than the model's is accepted without ``dynamic_img_size`` (the mixed-resolution forwards)."""
         cfg = self.cfg
         check_images(images, cfg.in_chans, self.pos_embed)
         H, W = images.shape[-2:]
         if H % cfg.patch_size or W % cfg.patch_size:
             raise ResolutionError(f"image size {H}x{W} is not divisible by the patch size {cfg.patch_size}")
-        if (H, W) != cfg.img_size and not cfg.dynamic_img_size:
+        if (H, W) != cfg.img_size and not (cfg.dynamic_img_size or any_size):
             raise ResolutionError(f"image size {H}x{W} differs from the model's {cfg.img_size[0]}x{cfg.img_size[1]}; "
                                   "build the model with img_size=... or dynamic_img_size=True")
         return H // cfg.patch_size, W // cfg.patch_size
 
+    def prefix_tokens(self) -> torch.Tensor:
+        """The (1, T, E) rows before the patches: [CLS]."""
+        return self.cls_token
+
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         grid = self.check_images(images)
-        pos_embed = resample_pos_embed(self.pos_embed, grid, self.cfg.grid_size)  # (1, 1 + N, E)
-        return self.pos_drop(self.patch_embed(images, pos_embed, self.cls_token))  # (B, 1 + N, E)
+        pos_embed = resample_pos_embed(self.pos_embed, grid, self.cfg.grid_size,
+                                       num_prefix_tokens=self.num_prefix_tokens)  # (1, T + N, E)
+        return self.pos_drop(self.patch_embed(images, pos_embed, self.prefix_tokens()))  # (B, T + N, E)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         x, pending = self.embed(images), None
@@ -197,3 +205,13 @@ class VisionTransformer(BackendModel):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(images))
+
+    def forward_packed(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """Logits (S, num_classes) of S images (C, H, W) of any sizes, packed into one sequence with
+        attention within each image (fastvit/models/mixed.py)."""
+        return mixed.forward_packed(self, images)
+
+    def forward_padded(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """Logits (S, num_classes) of S images (C, H, W) of any sizes, padded to the longest token
+        sequence with a key mask (fastvit/models/mixed.py)."""
+        return mixed.forward_padded(self, images)

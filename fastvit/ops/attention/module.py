@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from fastvit.ops.attention.functional import attention
+from fastvit.ops.attention.packing import Packing
 from fastvit.ops.attention.registry import ATTENTION
 
 
@@ -33,10 +34,11 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return qkv.unbind(0)  # 3 x (B, H, N, D), views into the projection
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, packing: Packing | None = None) -> torch.Tensor:
+        """``packing``: x is (1, T, E), sequences end to end, each attending only to itself."""
         B, N, C = x.shape
         q, k, v = self.split_heads(x)
-        out = attention(q, k, v, backend=self.backend, bias=bias,
+        out = attention(q, k, v, backend=self.backend, bias=bias, packing=packing,
                         dropout_p=self.attn_drop if self.training else 0.0)
         out = out.transpose(1, 2).reshape(B, N, C)  # (B, N, E)
         return self.proj_drop(self.proj(out))
