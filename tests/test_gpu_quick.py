@@ -5,6 +5,7 @@ deadline of a few seconds, and a rehearsal with tiny shapes renders its report."
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -22,6 +23,17 @@ sys.modules["gpu_quick"] = gq  # dataclasses look the module up
 _spec.loader.exec_module(gq)
 
 MiB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """A Job run in this process ignores SIGINT while it finishes (gpu_quick.Job.finish) and leaves it so:
+    the worker's children would inherit SIG_IGN (a sweep interrupted in tests/test_sweep_resume.py would
+    ignore the signal and run to its end), so each test gets the handlers back as they were."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 def _py(code: str) -> list:
