@@ -118,7 +118,8 @@ class Block(nn.Module):
         return drop_path(x, self.drop_path_p, self.training)
 
     def forward(self, x: torch.Tensor, pending: torch.Tensor | None = None, **attention_args):
-        """``attention_args``: ``bias`` or ``packing`` for the attention (fastvit/models/mixed.py)."""
+        """``attention_args``: ``bias`` or ``packing`` for the attention (fastvit/models/mixed.py), or
+        ``attend``, a function replacing it (fastvit/distributed/sharded.py)."""
         if not self.pre_norm:
             # post-norm: x = LN(x + Attn(x)); x = LN(x + MLP(x))
             x = self.norm1.add_forward(self._branch(self.attn(x, **attention_args)), x)[0]

@@ -34,11 +34,18 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return qkv.unbind(0)  # 3 x (B, H, N, D), views into the projection
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, packing: Packing | None = None) -> torch.Tensor:
-        """``packing``: x is (1, T, E), sequences end to end, each attending only to itself."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, packing: Packing | None = None,
+                attend=None) -> torch.Tensor:
+        """``packing``: x is (1, T, E), sequences end to end, each attending only to itself.
+        ``attend``: None (the attention op, with this module's backend), or a function
+        ``attend(q, k, v, *, bias, dropout_p)`` that replaces it for this call, e.g. ring attention
+        over a sequence sharded across processes (fastvit/distributed/sharded.py)."""
         B, N, C = x.shape
         q, k, v = self.split_heads(x)
-        out = attention(q, k, v, backend=self.backend, bias=bias, packing=packing,
-                        dropout_p=self.attn_drop if self.training else 0.0)
+        dropout_p = self.attn_drop if self.training else 0.0
+        if attend is None:
+            out = attention(q, k, v, backend=self.backend, bias=bias, packing=packing, dropout_p=dropout_p)
+        else:
+            out = attend(q, k, v, bias=bias, dropout_p=dropout_p)
         out = out.transpose(1, 2).reshape(B, N, C)  # (B, N, E)
         return self.proj_drop(self.proj(out))
