@@ -48,3 +48,7 @@ class ResultsError(FastViTError, ValueError):
 
 class MissingExtraError(FastViTError, ImportError):
     """A package of an optional extra (e.g. ``fastvit[bench]`` for the report) is not installed."""
+
+
+class DistributedError(FastViTError, RuntimeError):
+    """A rank of a process group failed, or did not finish in time (fastvit.distributed)."""
