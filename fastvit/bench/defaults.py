@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fastvit.bench.mixed import MixedImages
+
 
 @dataclass(frozen=True)
 class DeviceDefaults:
@@ -20,22 +22,29 @@ class DeviceDefaults:
     min_rounds: int
     max_rounds: int
     warmup_rounds: int
+    mixed_models: tuple = ()  # ViT / DeiT presets of the mixed-resolution groups (padded, bucketed, packed)
+    mixed: MixedImages | None = None  # their images
 
 
 DEFAULTS = {
     # A 2-core CPU: every family's smallest preset at sizes every family accepts (multiples of 32 and
     # of 16), the backends compared at op level up to 896 px, whole models on the default backend up
-    # to 672 px (a round of every model's training step at 896 px takes over a minute here).
+    # to 672 px (a round of every model's training step at 896 px takes over a minute here). The
+    # mixed-resolution groups: ViT-Ti/16 on 8 images of 224-512 px (a round of its three ways and the A/A
+    # twin takes about 3 s forward, 11 s for a training step; 16 images of 224-768 px hold 3.9x the tokens).
     "cpu": DeviceDefaults(model="vit_tiny_patch16_224",
                           models=("vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224",
                                   "swin_tiny_patch4_window7_224", "pit_ti_224"),
                           resolutions=(224, 448, 672, 896), model_resolutions=(224, 448, 672),
                           model_backends=("sdpa",), compile_at=(224, 448), dtype="fp32", batch=1,
-                          time_budget=30.0, min_rounds=5, max_rounds=400, warmup_rounds=1),
+                          time_budget=30.0, min_rounds=5, max_rounds=400, warmup_rounds=1,
+                          mixed_models=("vit_tiny_patch16_224",), mixed=MixedImages(8, 224, 512)),
     "cuda": DeviceDefaults(model="vit_base_patch16_224", models=("vit_base_patch16_224",),
                            resolutions=(224, 384, 512, 768, 1024), model_resolutions=(224, 384, 512, 768, 1024),
                            model_backends=None, compile_at=(224, 384), dtype="bf16", batch=8, time_budget=10.0,
-                           min_rounds=10, max_rounds=400, warmup_rounds=3),
+                           min_rounds=10, max_rounds=400, warmup_rounds=3,
+                           mixed_models=("vit_base_patch16_224", "deit_base_distilled_patch16_224"),
+                           mixed=MixedImages(16, 224, 768)),
 }
 
 

@@ -18,9 +18,12 @@ OPS = ("attention", "model", "layernorm", "patch_embed")
 # a peer's row names its library there, and its attention in ``attention_impl``)
 OP_REGISTRY = {"attention": "attention", "model": "attention", "layernorm": "norm", "patch_embed": "patch"}
 LEGACY_OPS = {"vit": "model"}  # whole-model rows of older results files
+MIXED = "mixed"  # the op of mixed-resolution batches (benchmarks/bench_mixed.py): no one resolution
 PASSES = ("fwd", "train")
-# the columns that identify a configuration: two rows with equal keys measure the same thing
-KEY = ("op", "library", "backend", "norm_backend", "patch_backend", "model", "resolution", "batch", "dtype", "pass")
+# the columns that identify a configuration: two rows with equal keys measure the same thing (``way``:
+# how a mixed-resolution batch is run, fastvit.bench.mixed; None elsewhere)
+KEY = ("op", "library", "backend", "norm_backend", "patch_backend", "model", "resolution", "batch", "dtype", "pass",
+       "way")
 TIMING = ("median_s", "iqr_s", "q1_s", "q3_s", "mean_s", "stddev_s", "min_s", "max_s", "rounds")
 COMPILE_SUFFIX = "+compile"
 
