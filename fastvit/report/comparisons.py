@@ -212,7 +212,7 @@ def noise_rows(df: pd.DataFrame) -> list[dict]:
         timed = [r for r in rows if r.get("status") == "ok"]
         info = next((r for r in timed if pd.notna(r.get("group_rounds"))), first)
         twin, ratio = floor.get(key, (None, None))
-        out.append({"group": key, "op": first["op"], "pass": first["pass"],
+        out.append({"group": key, "op": first["op"], "pass": first["pass"], "backend": first["backend"],
                     "model": None if first["op"] == MODEL else first["model"], "dtype": first["dtype"],
                     "batch": first["batch"], "resolution": first["resolution"],
                     "twin": twin["impl"] if twin else None, "twin_model": twin["model"] if twin else None,

@@ -8,10 +8,11 @@ from fastvit.report.architectures import architectures_section, peers_section
 from fastvit.report.compare import compare_section
 from fastvit.report.compiled import compile_section
 from fastvit.report.load import Results
+from fastvit.report.packing import packing_section
 from fastvit.report.plots import Figure
 from fastvit.report.sections import Section, exponent_section, results_section, share_section, targets_section, title
 from fastvit.report.summary import header
-from fastvit.report.tables import Table
+from fastvit.report.tables import Table, at_one_size
 from fastvit.report.verdicts import backends_section, fastest_section, noise_section
 
 TABLES_DIR = "tables"
@@ -40,14 +41,19 @@ def build_report(res: Results, other: Results | None = None) -> Document:
     """report.md's text, its figures and its tables: header (settings, headline figure, summary,
     environment), the fastest backend at each size, every backend against its op's default, the noise
     floor, exponents, the kernels' targets, attention's share, the architectures against resolution,
-    fastvit against timm and HF, torch.compile against eager, every op and pass, with ``other`` the
-    comparison with a second run, and the list of CSV files."""
+    fastvit against timm and HF, torch.compile against eager, packing against padding, every op and pass,
+    with ``other`` the comparison with a second run, and the list of CSV files. The sections by size read
+    the rows of one image size each; the header, the noise floor and packing against padding read them
+    all."""
     df, env = res.rows, res.env
-    sections = [header(df, env), fastest_section(df), backends_section(df), noise_section(df), exponent_section(df),
-                targets_section(df, env), share_section(df), architectures_section(df), peers_section(df),
-                compile_section(df), results_section(df, env)]
+    sized = at_one_size(df)
+    sections = [header(df, env), fastest_section(sized), backends_section(sized), noise_section(df),
+                exponent_section(sized), targets_section(sized, env), share_section(sized),
+                architectures_section(sized), peers_section(sized), compile_section(sized), packing_section(df),
+                results_section(sized, env)]
     if other is not None:
-        sections.append(compare_section(res, other))
+        sections.append(compare_section(dataclasses.replace(res, rows=sized),
+                                        dataclasses.replace(other, rows=at_one_size(other.rows))))
     tables = _unique([t for s in sections for t in s.tables])
     index = Section(["## Tables as CSV", "", f"Every table above, cell for cell, in `{TABLES_DIR}/`:", ""]
                     + [f"- [`{TABLES_DIR}/{t.name}.csv`]({TABLES_DIR}/{t.name}.csv): {t.title}" for t in tables])

@@ -10,7 +10,8 @@ its name where it is used (``row["median_s"]``).
 from __future__ import annotations
 
 from fastvit.bench.peers import LIBRARIES as _PEER_LIBRARIES
-from fastvit.bench.rows import COMPILE_SUFFIX, KEY as _ROW_KEY, LEGACY_OPS, OP_REGISTRY, PASSES
+from fastvit.bench.mixed import WAYS
+from fastvit.bench.rows import COMPILE_SUFFIX, KEY as _ROW_KEY, LEGACY_OPS, MIXED, OP_REGISTRY, PASSES
 from fastvit.registry import registries
 
 _REGISTRIES = registries()
@@ -53,10 +54,13 @@ GROUP_STOP = "group_stop"
 TEXT_COLUMNS = ["status", SDPA_KERNEL, "family", "library", ATTENTION_IMPL, GROUP_ID, MEMBER, BASELINE, TWIN_OF,
                 GROUP_STOP, "verdict", "graph_status"]
 """Text columns every frame has (None where a row lacks them)."""
+MIXED_NUMERIC = ["images", "seed", "min_side", "max_side", "max_aspect", "buckets", "sequences", "real_tokens",
+                 "processed_tokens", "padded_fraction", "attention_flops"]
+"""The numeric columns of mixed-resolution rows (fastvit.bench.mixed): the images, how a way groups them, its work."""
 NUMERIC = ["resolution", "tokens", "batch", "flops", "bytes", "peak_mem_bytes", "median_s", "iqr_s", "q1_s",
            "q3_s", "rounds", "depth", "heads", "head_dim", "patch_size", "mean_s", "stddev_s", "flops_per_s",
            "bytes_per_s", "kernel_median_s", "params", SHARE, *GROUP_INFO, "ratio", "ratio_low", "ratio_high",
-           "graph_median_s"]
+           "graph_median_s", *MIXED_NUMERIC]
 """Columns read as numbers (NaN where a row lacks them or holds something else)."""
 PER_STAGE = ["depth", "heads"]
 """Numeric columns that hold one value per stage (a list) in hierarchical models (Swin, PiT); a list
@@ -77,7 +81,12 @@ OP_TITLES = {"attention": "Attention, op level: softmax(q k^T) v on (B, H, N, D)
              "layernorm": "Residual add + LayerNorm on (B, N, E)",
              "patch_embed": "Patch embedding (patchify, GEMM, CLS, position embedding)"}
 OP_SHORT = {"attention": "attention", MODEL: "whole model", "layernorm": "add + LayerNorm",
-            "patch_embed": "patch embedding"}
+            "patch_embed": "patch embedding", MIXED: "mixed-resolution batch"}
+MIXED_WAYS = WAYS
+"""How a mixed-resolution batch is run (``way``), in the report's order; the first is the baseline. Rows of
+op MIXED have no one resolution: they have a section of their own and stay out of the sections by size."""
+MIXED_GROUP = ["model", "pass", "dtype", "images"]
+"""One table of mixed-resolution rows per distinct value of these columns."""
 PASS_TITLES = {"fwd": "forward (inference, no_grad)", "train": "training step (forward + backward)"}
 PASS_SHORT = {"fwd": "forward", "train": "training step"}
 

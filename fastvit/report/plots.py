@@ -261,12 +261,15 @@ class Panel:
     series: list[Series]
     band_xs: list[float]
     bands: list[float]
+    quantity: str = "time"  # what the lines are ratios of
 
 
-def plot_ratios(panels: dict[tuple[int, int], Panel], path: Path, title: str, xlabel: str = "resolution (px)") -> None:
+def plot_ratios(panels: dict[tuple[int, int], Panel], path: Path, title: str, xlabel: str = "resolution (px)",
+                x_percent: bool = False) -> None:
     """Time ratios against the image size, one panel per (row, column) of ``panels``: each line a
     backend or model over the panel's baseline with its 95% interval as error bars, 1 as a dashed line
-    and the A/A noise band shaded around it; log axes."""
+    and the A/A noise band shaded around it; log axes. ``x_percent``: against a fraction (linear x axis
+    in percent, labelled ``xlabel``) instead of the image size."""
     plt, rc = _setup_matplotlib()
     nrows = 1 + max(r for r, _ in panels)
     ncols = 1 + max(c for _, c in panels)
@@ -275,7 +278,7 @@ def plot_ratios(panels: dict[tuple[int, int], Panel], path: Path, title: str, xl
                                  layout="constrained")
         for (row, col), panel in sorted(panels.items()):
             ax = axes[row][col]
-            sizes = sorted({int(x) for s in panel.series for x in s.xs} | {int(x) for x in panel.band_xs})
+            sizes = sorted({float(x) for s in panel.series for x in s.xs} | {float(x) for x in panel.band_xs})
             if panel.band_xs:
                 xs = np.asarray(panel.band_xs, dtype=float)
                 band = np.asarray(panel.bands, dtype=float)
@@ -292,8 +295,13 @@ def plot_ratios(panels: dict[tuple[int, int], Panel], path: Path, title: str, xl
             values = [v for s in panel.series for v in (*s.values, *s.lows, *s.highs) if np.isfinite(v) and v > 0]
             values += [1 + b for b in panel.bands] + [1 - b for b in panel.bands if b < 1]
             top, bottom = max(values + [1 + RATIO_SPAN]), min(values + [1 - RATIO_SPAN])
-            if sizes:
-                _res_axis(ax, sizes, log_y=top / bottom > 2)
+            if x_percent:
+                if top / bottom > 2:
+                    ax.set_yscale("log")
+                ax.xaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+                ax.set_xlabel(xlabel)
+            elif sizes:
+                _res_axis(ax, [int(x) for x in sizes], log_y=top / bottom > 2)
             if top / bottom > 2:
                 ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.set_ylim(bottom / 1.02, top * 1.02)
@@ -301,7 +309,7 @@ def plot_ratios(panels: dict[tuple[int, int], Panel], path: Path, title: str, xl
             ax.yaxis.set_major_formatter(plain_ticks)
             ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
             ax.set_title(panel.title, fontsize=11)
-            ax.set_ylabel(f"time ÷ {panel.baseline}'s")
+            ax.set_ylabel(f"{panel.quantity} ÷ {panel.baseline}'s")
             ax.legend(fontsize=8, frameon=False, loc="best")
         for row in range(nrows):
             for col in range(ncols):

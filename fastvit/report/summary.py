@@ -3,7 +3,8 @@ time over its op's default, and each architecture's over the first ViT's, with t
 the A/A noise band), and the Summary: at most :data:`MAX_BULLETS` bullets that answer first and state
 only what the intervals support: the noise floor, the fastest backend of each op at each size with its
 margin, how time and memory grow (with the sizes fitted), where attention passes half the model's
-time, the architecture crossovers (with parameters and FLOPs), and what could not run here."""
+time, the architecture crossovers (with parameters and FLOPs), packing against padding, and what could
+not run here."""
 from __future__ import annotations
 
 import re
@@ -15,13 +16,14 @@ from fastvit.bench.paired import NO_DIFFERENCE
 from fastvit.report.architectures import model_work
 from fastvit.report.comparisons import (FASTER, UNPAIRED, Comparison, against_baseline, architecture_pairs, band_text,
                                         architecture_ratios, fastest, noise, noise_floor, noise_rows, paired_rows)
-from fastvit.report.facts import (ATTENTION_REFERENCES, DEFAULT_MODEL_IMPL, FAMILY_TITLES, MODEL, OP_ORDER, OP_SHORT,
-                                  OWN_LIBRARY, PASS_SHORT, PASSES, TORCH_ENV)
+from fastvit.report.facts import (ATTENTION_REFERENCES, DEFAULT_MODEL_IMPL, FAMILY_TITLES, MIXED, MODEL, OP_ORDER,
+                                  OP_SHORT, OWN_LIBRARY, PASS_SHORT, PASSES, TORCH_ENV)
 from fastvit.report.fit import attention_share, crossings, exponents
+from fastvit.report.packing import images_text, packing_bullet
 from fastvit.report.plots import Figure, Panel, Series, plot_ratios
 from fastvit.report.sections import Section, env_rows, title
-from fastvit.report.tables import Table, fmt_exponent, op_rank, plain, status_kind
-from fastvit.report.verdicts import setting_text, twin_text
+from fastvit.report.tables import Table, at_one_size, fmt_exponent, op_rank, plain, status_kind
+from fastvit.report.verdicts import setting_text, size_label, twin_text
 
 MAX_BULLETS = 8
 HEADLINE = "headline.png"
@@ -43,8 +45,9 @@ def settings(df: pd.DataFrame, env: dict) -> list[str]:
     ops = [op for op in OP_ORDER if op != MODEL and (rows["op"] == op).any()]
     op_rows = rows[rows["op"].isin(ops)]
     models = rows[rows["op"] == MODEL]
+    mixed = rows[rows["op"] == MIXED]
     dtypes = ", ".join(sorted({str(d) for d in rows["dtype"].dropna()}))
-    batches = ", ".join(str(int(b)) for b in sorted(rows["batch"].dropna().unique()))
+    batches = ", ".join(str(int(b)) for b in sorted(at_one_size(rows)["batch"].dropna().unique()))
     what = []
     if ops:
         what.append(f"{', '.join(OP_SHORT[o] for o in ops)} with the shapes of "
@@ -53,6 +56,9 @@ def settings(df: pd.DataFrame, env: dict) -> list[str]:
         n = models["model"].nunique()
         what.append(f"{n} whole model{'s' if n > 1 else ''} ({', '.join(dict.fromkeys(models['model']))}) at "
                     f"{_span(models['resolution'])}")
+    if len(mixed):
+        what.append(f"{', '.join(dict.fromkeys(mixed['model']))} on {images_text(mixed.iloc[0].to_dict())} padded, "
+                    "bucketed and packed")
     passes = " and ".join(PASS_SHORT.get(p, p) for p in PASSES if (rows["pass"] == p).any())
     events = "; on CUDA the CUDA-event times of those rounds" if rows["kernel_median_s"].notna().any() else ""
     if paired_rows(df):
@@ -65,7 +71,8 @@ def settings(df: pd.DataFrame, env: dict) -> list[str]:
         how = (f"each configuration timed on its own (median over its rounds{events}); comparisons are "
                f"{UNPAIRED}, without intervals")
     return [f"- **Device**: {env.get('device_name', '?')} ({env.get('device', '?')}), "
-            f"{env.get('threads', '?')} threads, torch {env.get(TORCH_ENV, '?')}; {dtypes}, batch {batches}.",
+            f"{env.get('threads', '?')} threads, torch {env.get(TORCH_ENV, '?')}; {dtypes}"
+            + (f", batch {batches}." if batches else "."),
             f"- **Measured**: {'; '.join(what)}; {passes}.",
             f"- **Timing**: {how}."]
 
@@ -324,7 +331,7 @@ def noise_bullet(df: pd.DataFrame) -> list[str]:
     what = "whole models" if widest["op"] == MODEL else OP_SHORT.get(widest["op"], widest["op"])
     return [f"- Noise floor: A/A twins (a group's baseline timed twice in the same rounds) within "
             f"{band_text(widest['ratio'])} of 1 in {len(timed)} of {len(rows)} groups (widest: {what}, "
-            f"{PASS_SHORT.get(widest['pass'], widest['pass'])}, {int(widest['resolution'])} px: `{widest['twin']}` "
+            f"{PASS_SHORT.get(widest['pass'], widest['pass'])}, {size_label(widest['resolution'])}: `{widest['twin']}` "
             f"{twin_text(widest['ratio'])}). A difference whose interval contains 1 or lies within that band is "
             f"*{NO_DIFFERENCE}*."]
 
@@ -332,8 +339,10 @@ def noise_bullet(df: pd.DataFrame) -> list[str]:
 def summary(df: pd.DataFrame) -> list[str]:
     """At most MAX_BULLETS bullets, answer first (the fastest backends' bullets merge into one where
     there would be more)."""
-    fast = fastest_bullets(df)
-    rest = growth_bullet(df) + share_bullet(df) + crossover_bullet(df) + not_run_bullet(df)
+    sized = at_one_size(df)
+    fast = fastest_bullets(sized)
+    rest = (growth_bullet(sized) + share_bullet(sized) + crossover_bullet(sized) + packing_bullet(df)
+            + not_run_bullet(df))
     noise_line = noise_bullet(df)
     if len(noise_line) + len(fast) + len(rest) > MAX_BULLETS:
         fast = ["- " + " ".join(b[2:] for b in fast)]
@@ -342,7 +351,7 @@ def summary(df: pd.DataFrame) -> list[str]:
 
 def header(df: pd.DataFrame, env: dict) -> Section:
     """Title, settings, the headline figure, the summary, the environment and the command of the run."""
-    lines, figures = headline(df, env)
+    lines, figures = headline(at_one_size(df), env)
     section = Section(figures=figures)
     env_table = section.table(Table("environment", "Environment", ["", ""], env_rows(env), numeric=False))
     section.lines = [f"# {title(df, env)}", "", *settings(df, env), "", *lines,

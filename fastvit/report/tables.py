@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fastvit.report.facts import (ATTENTION_IMPL, FAMILY_TITLES, GROUP, NO_ATTENTION, OP_ORDER, OWN_LIBRARY, SETTING,
-                                  TWIN_OF)
+from fastvit.report.facts import (ATTENTION_IMPL, FAMILY_TITLES, GROUP, MIXED, NO_ATTENTION, OP_ORDER, OWN_LIBRARY,
+                                  SETTING, TWIN_OF)
 
 
 # -- numbers and units ------------------------------------------------------------------------------
@@ -156,6 +156,12 @@ def is_twin(df: pd.DataFrame) -> pd.Series:
 def plain(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` without its A/A twins: the rows that stand for a backend, in tables, fits and figures."""
     return df[~is_twin(df)]
+
+
+def at_one_size(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` without its mixed-resolution rows: the rows of one image size each, which the sections by
+    size, fits and figures read (mixed-resolution batches have a section of their own)."""
+    return df[df["op"] != MIXED]
 
 
 def impls(g: pd.DataFrame, require_ok: bool = False) -> list[str]:

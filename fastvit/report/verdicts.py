@@ -10,7 +10,7 @@ import pandas as pd
 from fastvit.bench.paired import NO_DIFFERENCE, TARGET_HALF_WIDTH
 from fastvit.report.comparisons import (UNPAIRED, Comparison, against_baseline, band_text, fastest, fmt_ratio, noise,
                                         noise_rows, paired_rows)
-from fastvit.report.facts import MODEL, OP_SHORT, PASS_SHORT
+from fastvit.report.facts import MIXED, MODEL, OP_SHORT, PASS_SHORT
 from fastvit.report.sections import Section, group_heading
 from fastvit.report.tables import Notes, Table, num, op_rank, slug, time_unit
 
@@ -20,6 +20,8 @@ RULE = ("A ratio is this time over the other's, the median of the per-round rati
 
 
 def size_label(res, tokens=None) -> str:
+    if res is None or pd.isna(res):  # a mixed-resolution batch
+        return "mixed sizes"
     return f"{int(res)} px (N={int(tokens):,})" if tokens is not None and pd.notna(tokens) else f"{int(res)} px"
 
 
@@ -152,6 +154,9 @@ def twin_text(ratio) -> str:
 
 
 def _group_name(r: dict) -> str:
+    if r["op"] == MIXED:  # its batch is the number of images, of many sizes
+        return (f"{OP_SHORT[MIXED]} ({r['model']}, `{r['backend']}`), {PASS_SHORT.get(r['pass'], r['pass'])}, "
+                f"{int(r['batch'])} images, {r['dtype']}")
     what = "whole models" if r["op"] == MODEL else f"{OP_SHORT.get(r['op'], r['op'])} ({r['model']})"
     return f"{what}, {PASS_SHORT.get(r['pass'], r['pass'])}, B={int(r['batch'])}, {r['dtype']}"
 
@@ -174,7 +179,7 @@ def noise_section(df: pd.DataFrame) -> Section:
     measured = [r for r in found if r["ratio"] is not None]
     widest = max(measured, key=lambda r: r["ratio"].band) if measured else None
     floor = (f"The noise floor of this run (the widest A/A band) is {band_text(widest['ratio'])}, in the group of "
-             f"{_group_name(widest)} at {int(widest['resolution'])} px." if widest else
+             f"{_group_name(widest)} at {size_label(widest['resolution'])}." if widest else
              "No group has a timed A/A twin: verdicts compare the intervals with 1 alone.")
     section = Section()
     table = Table("noise_floor", "A/A ratio of every comparison group",
