@@ -36,12 +36,21 @@ test: setup
 # then its report, both in reports/<device>/ (results.jsonl is written group by group as the sweep goes).
 # More sweep flags (see benchmarks/conftest.py) go in BENCH_ARGS, e.g.
 #   make bench BENCH_ARGS="--resolutions=224,384 --attn-backend=naive,sdpa --compile"
+# WORLD_SIZES=1,2,4 adds the sweep by world size (torchrun once per world size: ring attention and the
+# sharded ViT-Ti/16; in reports/<device>/world/: the rows, results.jsonl, and the "Beyond one device"
+# section, beyond.md and beyond.png); WORLD_ARGS go to it (python -m fastvit.distributed bench --help).
 BENCH_ARGS ?=
+WORLD_SIZES ?=
+WORLD_ARGS ?=
 bench: setup
 	@dir=reports/$$($(PY) -m fastvit.bench slug); start=$$(date +%s); \
 	mkdir -p $$dir && rm -f $$dir/report.md $$dir/*.png; \
 	echo "[bench] sweep on $$($(PY) -m fastvit.bench device), results in $$dir"; \
 	PYTHON=$(PY) scripts/sweep.sh $$dir benchmarks/ --peers $(BENCH_ARGS); status=$$?; \
+	if [ -n "$(WORLD_SIZES)" ]; then rm -f $$dir/world/results.jsonl; \
+	    $(PY) -m fastvit.distributed sweep --world-sizes $(WORLD_SIZES) --results $$dir/world/results.jsonl \
+	        $(WORLD_ARGS) || status=1; \
+	    $(PY) -m fastvit.distributed report $$dir/world/results.jsonl -o $$dir/world || status=1; fi; \
 	$(PY) -m fastvit.cli report $$dir/results.jsonl -o $$dir || status=1; \
 	echo "[bench] finished in $$(( $$(date +%s) - start )) s; report: $$dir/report.md"; exit $$status
 

@@ -202,3 +202,32 @@ def test_shards_and_errors_without_a_group():
         split_sizes(3, 4)
     with pytest.raises(fastvit.ArgumentError, match="process group"):
         ring_attention(torch.randn(1, 1, 2, 8), torch.randn(1, 1, 2, 8), torch.randn(1, 1, 2, 8))
+
+
+def test_comm_bytes():
+    shards = Shards((66, 66, 65), 0)
+    block = 2 * 1 * 3 * 66 * 64  # k and v of the longest shard
+    assert fastvit.distributed.comm_bytes(1, 3, shards, 64, torch.float32) == 2 * block * 4
+    assert fastvit.distributed.comm_bytes(1, 3, shards, 64, torch.float16, "train") == 2 * 2 * block * 2 + 3 * block * 4
+    assert fastvit.distributed.comm_bytes(1, 3, Shards((197,), 0), 64, torch.float32, "train") == 0
+
+
+def _row(op, world, res, mem, ms=10.0):
+    return {"op": op, "backend": "sdpa-flash", "pass": "train", "world_size": world, "resolution": res,
+            "tokens": (res // 16) ** 2 + 1, "status": "ok", "peak_mem_bytes": mem, "median_s": ms / 1e3,
+            "comm_bytes": 2 ** 20 * (world - 1), "threads_per_rank": 1}
+
+
+def test_beyond_one_device_section():
+    from fastvit.report.beyond import largest_fitting, section
+
+    rows = [_row("sharded_model", p, r, int(2 ** 20 * (r / 224) ** 2 * 64 / p)) for p in (1, 2, 4) for r in (224, 448)]
+    rows.append({**_row("sharded_model", 4, 896, 1), "status": "oom"})
+    points = {r["resolution"]: r for r in rows if r["world_size"] == 2 and r["status"] == "ok"}
+    measured, extrapolated = largest_fitting(points, budget=512 * 2 ** 20)
+    assert measured == 448 and extrapolated == 896  # memory ~ resolution^2: 32 MiB at 224 px, 512 at 896
+    text = section(rows, {"device": "cpu", "device_name": "a CPU"}, budget_gib=1.0)
+    assert section(list(rows), {"device": "cpu", "device_name": "a CPU"}, budget_gib=1.0) == text
+    assert "## Beyond one device" in text and "resolution^2.00" in text
+    assert "| 448 | 785 | 256.0 | 10.0 | 0.0 | 128.0 | 10.0 | 1.0 | 64.0 | 10.0 | 3.0 |" in text
+    assert "at 448 px (785 tokens): P=1 256.0 MiB / 10 ms, P=2 128.0 MiB / 10 ms, P=4 64.0 MiB / 10 ms" in text
