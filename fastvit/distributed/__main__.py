@@ -25,7 +25,8 @@ def _run(argv) -> int:
 
     import fastvit
     from fastvit.bench.memory import peak_memory
-    from fastvit.distributed import ShardedViT, default_device, init_process_group
+    from fastvit.distributed.launch import default_device, init_process_group
+    from fastvit.distributed.sharded import ShardedViT
     from fastvit.testing import compare
 
     parser = argparse.ArgumentParser(prog="python -m fastvit.distributed run")
