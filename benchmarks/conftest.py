@@ -6,7 +6,8 @@
         [--time-budget=SECONDS] [--threads=N] [--resume [--force-resume]]
 
 Every ``bench_<op>.py`` here declares ``OP`` and one test per comparison group taking ``resolution``,
-``pass_name`` and ``dtype_name``; this file parametrizes them from the options. A test builds the
+``pass_name`` and ``dtype_name``; this file parametrizes them from the options (bench_mixed.py's groups
+hold images of many sizes: it takes ``mixed_model`` and ``mixed_backend`` instead of ``resolution``). A test builds the
 group's cases (every backend of the op; for whole models every model, peer and compiled build) and
 hands them to ``measure_group``, which times them together in interleaved rounds (fastvit.bench.sweep)
 inside one ``benchmark.pedantic`` round: pytest-benchmark's own table shows what each group's
@@ -21,7 +22,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,8 @@ class Settings:
     time_budget: float | None
     twin: bool = True    # an A/A twin of each group's baseline
     compile_all: bool = False  # --compile: +compile members everywhere
+    mixed_models: list = field(default_factory=list)  # presets of the mixed-resolution groups (ViT, DeiT)
+    mixed: fb.MixedImages | None = None                # and their images
 
     @property
     def cfg(self):
@@ -171,7 +174,9 @@ def _settings(config) -> Settings:
                     batch=config.getoption("batch_size") or defaults.batch, dtypes=dtypes, passes=passes,
                     impls=impls, vit_norm=vit_norm, vit_patch=vit_patch, results=results,
                     time_budget=config.getoption("time_budget"), twin=not config.getoption("no_aa"),
-                    compile_all=compile_)
+                    compile_all=compile_, mixed=defaults.mixed,
+                    mixed_models=[m for m in models if isinstance(preset_config(m), ViTConfig)]
+                    if config.getoption("model") else list(defaults.mixed_models))
 
 
 _SETTINGS = pytest.StashKey[Settings]()
@@ -218,7 +223,11 @@ def pytest_generate_tests(metafunc):
     s = metafunc.config.stash[_SETTINGS]
     # one test per comparison group; smaller sizes first, so larger ones can be judged against the budget
     sizes = s.model_resolutions if op == "model" else s.resolutions
-    metafunc.parametrize("resolution", sizes, ids=[f"{r}px" for r in sizes])
+    if "resolution" in metafunc.fixturenames:
+        metafunc.parametrize("resolution", sizes, ids=[f"{r}px" for r in sizes])
+    if "mixed_model" in metafunc.fixturenames:
+        metafunc.parametrize("mixed_model", s.mixed_models)
+        metafunc.parametrize("mixed_backend", [i for i in s.impls["model"] if not fb.split_impl(i)[1]])
     metafunc.parametrize("pass_name", s.passes)
     metafunc.parametrize("dtype_name", s.dtypes)
 
