@@ -79,7 +79,10 @@ def section(rows: list[dict], env: dict, budget_gib: float = 80.0) -> str:
              f"{', ' + '/'.join(map(str, threads)) + ' thread(s) per rank' if threads else ''}); fp32, batch 1.",
              "- Peak memory: the largest rank's, measured (torch's allocator) during one call; latency: median over "
              "calls of the slowest rank; sent: bytes one rank passes round the ring per call (analytic).",
-             "- Ranks beyond the cores time contention, not scaling: read the memory columns.", ""]
+             "- Ranks beyond the cores time contention, not scaling: read the memory columns.",
+             "- The fitted law is of the whole peak, the fixed part (a training step's gradients and their summed "
+             "copy) included: where that part dominates the measured sizes its exponent reads low and the "
+             "extrapolation is loose; the measured column is the firm one.", ""]
     for key in sorted(series):
         by_world = series[key]
         resolutions = sorted({r for s in by_world.values() for r in s})
