@@ -20,6 +20,10 @@ COMMON = {"op", "backend", "model", "resolution", "tokens", "batch", "dtype", "d
           "flops", "status"}
 TIMED = {"median_s", "iqr_s", "rounds", "peak_mem_bytes", "round_times_s", "group_rounds", "group_seed", "group_stop"}
 GROUPED = {"group", "member", "baseline"}
+# the sweep's sizes: op-level rows at 64 and 192 px, whole models at 64 and 128 px (a training step of
+# ViT-Ti/16 at 128 px takes about 0.04 s on one core, far inside the budget's 0.3 s per call)
+SIZES = (64, 192)
+MODEL_SIZES = (64, 128)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +33,9 @@ def sweep(tmp_path_factory):
     # still refuse to time the Triton backends on CPU
     env = subprocess_env()
     cmd = [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "-q", "-p", "no:cacheprovider",
-           "--model", "vit_tiny_patch16_224", "--resolutions", "64,192", "--batch-size", "1", "--device", "cpu",
-           "--time-budget", "3", "--threads", "1",  # a call may take 0.6 s: these rows are timed even on a busy machine
+           "--model", "vit_tiny_patch16_224", "--resolutions", "64,192", "--model-resolutions", "64,128",
+           "--batch-size", "1", "--device", "cpu",
+           "--time-budget", "1.5", "--threads", "1",  # a call may take 0.3 s: these rows are timed even on a busy machine
            "--attn-backend", ",".join(fastvit.ATTENTION.names()),  # whole models too (on CPU they default to sdpa)
            "--results", str(out / "results.jsonl"),
            "--ignore", "benchmarks/bench_mixed.py"]  # its groups: tests/test_bench_mixed.py (seconds, not minutes)
@@ -49,9 +54,11 @@ def test_jsonl_rows(sweep):
     for key in ("torch", "cuda", "cudnn", "triton", "xformers", "device_name", "threads", "git", "command",
                 "matmul_flops_per_s", "copy_bytes_per_s"):
         assert key in env
-    assert env["threads"] == 1 and "--resolutions 64,192" in env["command"]
+    assert env["threads"] == 1 and "--resolutions 64,192 --model-resolutions 64,128" in env["command"]
     assert {r["op"] for r in rows} == set(fb.OPS)
-    assert {r["pass"] for r in rows} == {"fwd", "train"} and {r["resolution"] for r in rows} == {64, 192}
+    assert {r["pass"] for r in rows} == {"fwd", "train"}
+    for op in fb.OPS:
+        assert {r["resolution"] for r in rows if r["op"] == op} == set(MODEL_SIZES if op == "model" else SIZES), op
     for r in rows:
         assert COMMON <= r.keys() and GROUPED <= r.keys(), r
         assert r["status"] == "ok" or r["status"].startswith("skipped: ") or r["status"] == "oom", r
@@ -71,10 +78,11 @@ def test_jsonl_rows(sweep):
     status = {(r["op"], r["backend"], r["resolution"], r["pass"]): r["status"] for r in rows}
     for op, backend in (("attention", "naive"), ("attention", "sdpa"), ("model", "sdpa"), ("layernorm", "torch"),
                         ("patch_embed", "conv")):
+        small, large = MODEL_SIZES if op == "model" else SIZES
         for pass_ in ("fwd", "train"):
-            assert status[op, backend, 64, pass_] == "ok"
+            assert status[op, backend, small, pass_] == "ok"
             # a busy machine may make a training step at the larger size longer than the budget allows
-            assert status[op, backend, 192, pass_] == "ok" or "over the time budget" in status[op, backend, 192, pass_]
+            assert status[op, backend, large, pass_] == "ok" or "over the time budget" in status[op, backend, large, pass_]
     status = {(r["op"], r["backend"]): r["status"] for r in rows}
     for op in ("attention", "model", "layernorm", "patch_embed"):
         # never timed on CPU, although TRITON_INTERPRET=1 makes the backend available
@@ -86,7 +94,7 @@ def test_naive_memory_grows_faster_than_sdpa(sweep):
     _, rows = rows_of(sweep / "results.jsonl")
     mem = {(r["backend"], r["pass"], r["tokens"]): r["peak_mem_bytes"] for r in rows
            if r["op"] == "attention" and r["status"] == "ok"}
-    small, large = fb.num_tokens(64, 16), fb.num_tokens(192, 16)
+    small, large = (fb.num_tokens(r, 16) for r in SIZES)
     for pass_ in ("fwd", "train"):
         naive = mem["naive", pass_, large] / mem["naive", pass_, small]
         sdpa = mem["sdpa", pass_, large] / mem["sdpa", pass_, small]
