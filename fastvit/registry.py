@@ -77,6 +77,7 @@ class Backend:
     peer: bool = False          # a fused library kernel that fastvit's own kernels are measured against
     takes_bias: bool = False    # accepts an additive attention bias
     takes_packing: bool = False  # accepts packed sequences (attention's ``packing``)
+    compiles: bool = False      # compiles a kernel at the first call of each new shape (seconds on CPU)
     kernel_choice: Callable | None = None  # (q, k, v) -> name of the kernel that actually runs
 
 

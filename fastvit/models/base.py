@@ -110,12 +110,12 @@ class BackendModel(nn.Module):
 
     def backend_availability(self, op: str, name: str, device, dtype, train: bool = False) -> tuple[bool, str]:
         """Whether backend ``name`` of ``op`` runs every call of this model on device and dtype; with
-        ``train``, as a training step calls it (an attention bias of the model, e.g. Swin's relative
-        position bias, then needs its gradient: ``bias=TRAINED``)."""
+        ``train``, as a training step calls it: the inputs need gradients (``grad=True``), and an
+        attention bias of the model, e.g. Swin's relative position bias, needs its own (``bias=TRAINED``)."""
         reg = registry(op)
         for shape in self.op_shapes().get(op, []):
-            if train and shape.get("bias") is True:
-                shape = {**shape, "bias": TRAINED}
+            if train:
+                shape = {**shape, "grad": True, **({"bias": TRAINED} if shape.get("bias") is True else {})}
             ok, reason = reg.availability(name, device, dtype, **shape)
             if not ok:
                 return ok, reason

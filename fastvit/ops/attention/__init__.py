@@ -3,7 +3,7 @@
 Importing this package registers its backends, in the order listed here.
 """
 from fastvit.ops.attention.registry import ATTENTION
-from fastvit.ops.attention import naive, sdpa, xformers, triton  # noqa: F401  (registration)
+from fastvit.ops.attention import naive, sdpa, xformers, triton, flex  # noqa: F401  (registration)
 from fastvit.ops.attention.functional import attention, validate_qkv
 from fastvit.ops.attention.module import Attention
 from fastvit.ops.attention.naive import attention_probs

@@ -7,7 +7,10 @@ registered with ``takes_packing``; the others report themselves unavailable for 
 
 The availability checks' ``bias`` keyword: False (no bias), True (a bias), or TRAINED (a bias whose
 gradient is needed: it requires grad and grad mode is on), which some kernels refuse (PyTorch's CPU
-flash kernel) although they take a constant bias.
+flash kernel) although they take a constant bias. Their ``grad`` keyword (True: q, k or v need
+gradients, a training call) is in no route key: a backend that cannot train (flex on CPU) refuses
+such a call with BackendError when it is made, and callers that know they will train (the tests, the
+sweep, a model's ``backend_availability(train=True)``) pass ``grad=True`` to learn it beforehand.
 """
 from __future__ import annotations
 
