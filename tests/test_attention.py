@@ -8,6 +8,10 @@ The op's one semantics (fastvit.attention's docstring) is held for every backend
 every rank 0 to 4 and expand()-ed views, fully masked rows (zeros, NaN-free gradients), rows
 dominated by scores up to 1e4 at scales that are no power of two; a backend that cannot honour a
 case must refuse it at admission (BackendError), which its availability check predicts.
+
+These tests train (q, k, v need gradients). A backend that runs here forward only (flex on CPU:
+PyTorch has no CPU backward for it) is skipped by them with its reason, and its forward is held to
+the same reference on a few cases of its own (test_forward_only_backend_matches_float64_reference).
 """
 import pytest
 import torch
@@ -49,7 +53,7 @@ def _run(backend, q, k, v, grad_out):
 @pytest.mark.parametrize("device,dtype,case", list(_params()))
 def test_backend_matches_float64_reference(backend, device, dtype, case):
     B, H, N, D = case
-    ok, reason = fastvit.ATTENTION.availability(backend, device, dtype, head_dim=D)
+    ok, reason = fastvit.ATTENTION.availability(backend, device, dtype, head_dim=D, grad=True)
     if not ok:
         pytest.skip(f"{backend} on {device}/{dtype}: {reason}")
     if backend == "triton" and device == "cpu" and case not in INTERPRETER_CASES:
@@ -111,7 +115,7 @@ BIAS_CASES = {  # Swin's window 7 at head dim 32: the bias broadcast over batch,
 @pytest.mark.parametrize("device", DEVICES)
 def test_backend_with_bias_matches_float64_reference(backend, pattern, device):
     """Every backend that takes a bias, through fastvit.attention: out, dq, dk, dv and dbias (fp32)."""
-    ok, reason = fastvit.ATTENTION.availability(backend, device, torch.float32, head_dim=32, bias=True)
+    ok, reason = fastvit.ATTENTION.availability(backend, device, torch.float32, head_dim=32, bias=True, grad=True)
     if not ok:
         pytest.skip(f"{backend} on {device} with a bias: {reason}")
     gen = torch.Generator(device).manual_seed(0)
@@ -172,9 +176,10 @@ EXPANDED = {  # expand()-ed views of a smaller leaf: stride 0 along the broadcas
 
 
 def _admitted(backend, device, dtype, head_dim, bias):
-    """The backend's availability for this call's route, as fastvit.attention admits it."""
+    """The backend's availability for this call's route, as fastvit.attention admits it, for a call
+    whose q, k and v need gradients (these tests all run the backward)."""
     key = (TRAINED if bias.requires_grad else True) if bias is not None else False
-    return fastvit.ATTENTION.availability(backend, device, dtype, head_dim=head_dim, bias=key)
+    return fastvit.ATTENTION.availability(backend, device, dtype, head_dim=head_dim, bias=key, grad=True)
 
 
 def _semantics_run(backend, q, k, v, grad_out, bias=None, bias_view=None, dtype=torch.float32, scale=None):
@@ -198,7 +203,7 @@ def _holds_semantics(backend, device, q, k, v, grad_out, bias, bias_view=None, d
     if not ok:
         with pytest.raises(fastvit.BackendError):
             _semantics_run(backend, q, k, v, grad_out, bias, bias_view, dtype, scale)
-        pytest.skip(f"{backend} on {device}/{dtype} refuses this bias at admission: {reason}")
+        pytest.skip(f"{backend} on {device}/{dtype} refuses this call (bias, or training) before it runs: {reason}")
     outs = _semantics_run(backend, q, k, v, grad_out, bias, bias_view, dtype, scale)
     refs = _semantics_run("naive", q, k, v, grad_out, bias, bias_view, torch.float64, scale)
     bases = [None] * len(outs)
@@ -340,3 +345,73 @@ def test_xformers_wrapper_drops_fully_masked_rows(monkeypatch):
         assert not out.isnan().any(), f"xformers {name} has NaN"
         assert_close(out, ref, name=f"xformers (stand-in) {name}")
     assert seen[0].shape == (B_, H_, N_, N_) and seen[0].stride(1) == 0  # (B, 1, N, N) expanded over heads
+
+
+# -- backends that run forward only here --------------------------------------------------------------------
+# Few cases, so that a backend compiling a kernel per shape (seconds each on CPU) compiles three: a length
+# and head dim that are no powers of two; fully masked rows in bfloat16 with a bias broadcast over the
+# heads; a stride-0 key bias, one key dominating every row, at a scale that is no power of two (Swin's
+# biases are tests/test_variants_backends.py's).
+def _dominant_keys(gen):
+    keys = torch.randn(N_, generator=gen)
+    keys[2] = 5000.0
+    return keys.expand(B_, H_, N_, N_)
+
+
+FORWARD_CASES = {  # id -> ((B, H, N, D), dtype, bias of a generator or None, scale, fully masked (batch, query) rows)
+    "197x80": ((2, 2, 197, 80), torch.float32, None, None, []),
+    "masked-bf16": (SEMANTICS_SHAPE, torch.bfloat16, lambda g: _masked_bias("cpu"), None, [(0, 3), (1, 0)]),
+    "keys-dominated": (SEMANTICS_SHAPE, torch.float32, _dominant_keys, 0.3, []),
+}
+
+
+def _forward_only(device) -> list:
+    """The backends that run forward on ``device`` but refuse to train there, by availability."""
+    names = [n for n in fastvit.ATTENTION.names()
+             if fastvit.ATTENTION.availability(n, device, torch.float32, head_dim=64, bias=True)[0]
+             and not fastvit.ATTENTION.availability(n, device, torch.float32, head_dim=64, bias=True, grad=True)[0]]
+    return [pytest.param(device, n, id=f"{device}-{n}") for n in names] or [
+        pytest.param(device, None, id=f"{device}-none", marks=pytest.mark.skip(
+            reason=f"every attention backend that runs on {device} also trains there (the tests above)"))]
+
+
+@pytest.mark.parametrize("case", list(FORWARD_CASES))
+@pytest.mark.parametrize("device,backend", [p for d in DEVICES for p in _forward_only(d)])
+def test_forward_only_backend_matches_float64_reference(device, backend, case):
+    """Output of a backend that runs forward only here (no gradients recorded), held to the float64
+    reference by the rule; fully masked rows are exactly 0 and nothing is NaN."""
+    shape, dtype, make_bias, scale, dead = FORWARD_CASES[case]
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(*shape, generator=gen) for _ in range(3))
+    bias = None if make_bias is None else make_bias(gen)
+
+    def run(name, dt):
+        cast = [t.to(device, dt) for t in (q, k, v)]
+        return fastvit.attention(*cast, backend=name, scale=scale, bias=None if bias is None else bias.to(device, dt))
+
+    with torch.no_grad():
+        out, ref = run(backend, dtype), run("naive", torch.float64)
+        base = run(BASELINE_ATTENTION, dtype) if is_low_precision(dtype) else None
+    assert out.dtype == dtype and not out.isnan().any(), f"{backend} {case}: {out.dtype}, NaN {out.isnan().any()}"
+    assert_close(out, ref, baseline=base, dtype=dtype, name=f"{backend} {case} out")
+    for b, i in dead:
+        assert (out[b, :, i] == 0).all(), f"{backend}: fully masked row {(b, i)} is not 0"
+
+
+@pytest.mark.parametrize("backend", [b.name for b in fastvit.ATTENTION.backends() if b.compiles])
+def test_compiling_backend_compiles_once_per_signature(backend):
+    """A backend that compiles per shape compiles at the first call of a signature only: later calls
+    with new tensors of that layout capture no new graph (dynamo's counters)."""
+    from torch._dynamo.utils import counters
+
+    ok, reason = fastvit.ATTENTION.availability(backend, "cpu", torch.float32, head_dim=80)
+    if not ok:
+        pytest.skip(f"{backend} on cpu: {reason}")
+    shape = FORWARD_CASES["197x80"][0]  # compiled by that case already when it ran in this process
+    with torch.no_grad():
+        fastvit.attention(*(torch.randn(shape) for _ in range(3)), backend=backend)
+        graphs = counters["stats"]["unique_graphs"]
+        for _ in range(3):
+            out = fastvit.attention(*(torch.randn(shape) for _ in range(3)), backend=backend)
+    assert out.shape == shape
+    assert counters["stats"]["unique_graphs"] == graphs, "a call at a compiled signature compiled again"

@@ -33,7 +33,7 @@ def _alone(model, images):
 
 def _runs(name, way):
     ok, reason = ATTENTION.availability(name, "cpu", torch.float32, head_dim=16, bias=way == "padded",
-                                        packed=way == "packed")
+                                        packed=way == "packed", grad=True)  # a training step's input gradients
     if not ok:
         pytest.skip(f"{name} on cpu cannot run the {way} forward: {reason}")
 

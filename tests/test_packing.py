@@ -1,6 +1,8 @@
 """Packed sequences in the attention op (fastvit/ops/attention/packing.py): every backend that takes a
 Packing gives, for each sequence, what attention over that sequence alone gives, forward and backward,
-and no sequence sees another; the others refuse at admission with the reason."""
+and no sequence sees another; the others refuse at admission with the reason. A backend that runs
+packed sequences here forward only (flex on CPU) is held to the same forward, and isolation, without
+gradients."""
 import pytest
 import torch
 
@@ -24,9 +26,10 @@ def _per_sequence_reference(q, k, v, lengths):
 
 
 def _packed_backend(name):
-    ok, reason = ATTENTION.availability(name, "cpu", torch.float32, head_dim=16, bias=False, packed=True)
+    """Skip unless ``name`` runs packed sequences on CPU, training (these tests run the backward)."""
+    ok, reason = ATTENTION.availability(name, "cpu", torch.float32, head_dim=16, bias=False, packed=True, grad=True)
     if not ok:
-        pytest.skip(f"{name} on cpu refuses packed sequences: {reason}")
+        pytest.skip(f"{name} on cpu cannot train on packed sequences: {reason}")
 
 
 @pytest.mark.parametrize("name", ATTENTION.names())
@@ -70,6 +73,35 @@ def test_changing_one_sequence_changes_no_other(name):
     assert torch.equal(a[:, :, keep], b[:, :, keep])
     for ga, gb in zip(grads_a, grads_b):
         assert torch.equal(ga[:, :, keep], gb[:, :, keep])
+
+
+def _forward_only_packed() -> list[str]:
+    return [n for n in ATTENTION.names()
+            if ATTENTION.availability(n, "cpu", torch.float32, head_dim=16, packed=True)[0]
+            and not ATTENTION.availability(n, "cpu", torch.float32, head_dim=16, packed=True, grad=True)[0]]
+
+
+@pytest.mark.parametrize("name", _forward_only_packed() or [pytest.param(None, marks=pytest.mark.skip(
+    reason="every backend that runs packed sequences on cpu trains on them too (the tests above)"))])
+def test_forward_only_packed_attention_equals_each_sequence_alone(name):
+    """Without gradients: each sequence's output is its attention alone (float64 reference), a new
+    Packing of the same lengths gives the same bits, and new tokens in sequence 2 change no other
+    sequence's output, bit for bit (all at one shape: a backend compiling per shape compiles once)."""
+    q, k, v = _qkv()
+    packing = Packing(LENGTHS)
+    lo, hi = packing.offsets[2], packing.offsets[3]
+    with torch.no_grad():
+        out = attention(q, k, v, backend=name, packing=packing)
+        assert_close(out, _per_sequence_reference(q, k, v, LENGTHS), name=f"{name} packed forward")
+        assert torch.equal(attention(q, k, v, backend=name, packing=Packing(LENGTHS)), out)
+        changed = [t.clone() for t in (q, k, v)]
+        for t, t2 in zip(changed, _qkv(seed=2)):
+            t[:, :, lo:hi] = t2[:, :, lo:hi] * 3
+        other = attention(*changed, backend=name, packing=packing)
+    keep = torch.ones(packing.total, dtype=torch.bool)
+    keep[lo:hi] = False
+    assert not torch.equal(other[:, :, lo:hi], out[:, :, lo:hi])
+    assert torch.equal(other[:, :, keep], out[:, :, keep])
 
 
 def test_one_sequence_packed_is_plain_attention():
