@@ -22,7 +22,7 @@ def make_case(settings, impl: str, resolution: int, pass_name: str, dtype_name: 
     train = pass_name == "train"
     fields = dict(model=settings.model, resolution=resolution, tokens=N, batch=B, heads=H, head_dim=D,
                   depth=cfg.depth, patch_size=cfg.patch_size, dtype=dtype_name, **{"pass": pass_name})
-    backend, compiled, reason = lookup("attention", impl, device, dtype_name, head_dim=D)
+    backend, compiled, reason = lookup("attention", impl, device, dtype_name, head_dim=D, grad=train)
 
     def build() -> fb.Workload:
         q, k, v = (torch.randn(B, H, N, D, device=device, dtype=dtype, requires_grad=train) for _ in range(3))

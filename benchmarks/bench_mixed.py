@@ -40,7 +40,7 @@ def _availability(settings, meta, name: str, way: str, train: bool, dtype) -> st
     """Why backend ``name`` cannot run ``way`` here (the registry's reason), or None."""
     reg = registry("attention")
     for shape in meta.op_shapes()["attention"]:
-        ok, reason = reg.availability(name, settings.device, dtype, **shape,
+        ok, reason = reg.availability(name, settings.device, dtype, **shape, grad=train,
                                       **({"packed": True} if way == "packed" else {"bias": True}))
         if not ok:
             return f"attention backend {name!r}: {reason}"

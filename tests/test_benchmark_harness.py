@@ -2,6 +2,7 @@
 
 Never asserts on timings; memory is compared as ratios across sizes, never in absolute bytes.
 """
+import dataclasses
 import json
 import subprocess
 import sys
@@ -36,7 +37,9 @@ def sweep(tmp_path_factory):
            "--model", "vit_tiny_patch16_224", "--resolutions", "64,192", "--model-resolutions", "64,128",
            "--batch-size", "1", "--device", "cpu",
            "--time-budget", "1.5", "--threads", "1",  # a call may take 0.3 s: these rows are timed even on a busy machine
-           "--attn-backend", ",".join(fastvit.ATTENTION.names()),  # whole models too (on CPU they default to sdpa)
+           # whole models too (on CPU they default to sdpa); a backend that compiles per shape (seconds each
+           # on CPU) is left out: test_a_backend_that_compiles_per_shape_compiles_only_in_untimed_calls
+           "--attn-backend", ",".join(b.name for b in fastvit.ATTENTION.backends() if not b.compiles),
            "--results", str(out / "results.jsonl"),
            "--ignore", "benchmarks/bench_mixed.py"]  # its groups: tests/test_bench_mixed.py (seconds, not minutes)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -141,6 +144,44 @@ def test_triton_is_never_timed_on_cpu():
     outcome = sweep.run(case)
     assert outcome.status.startswith("skipped: ") and "interpreter" in outcome.status
     assert not called and sweep.unmeasured == [outcome.row]
+
+
+def test_a_backend_that_compiles_per_shape_compiles_only_in_untimed_calls(monkeypatch):
+    """A backend that compiles a kernel per shape (flex) compiles at its build's first call and, when a
+    later member's build resets dynamo (as a ``+compile`` row's does) and so discards its code, again
+    in a warm-up round: no timed round holds a compilation."""
+    from torch._dynamo.utils import counters
+
+    shape = (2, 2, 197, 80)  # tests/test_attention.py's forward-only case: inductor's cache has it
+    backend = next((b for b in fastvit.ATTENTION.backends() if b.compiles
+                    and fastvit.ATTENTION.availability(b.name, "cpu", torch.float32, head_dim=shape[-1])[0]), None)
+    if backend is None:
+        pytest.skip("no attention backend that compiles per shape runs on this CPU")
+    compiled = []  # per call of the backend: whether dynamo compiled a graph in it (its counters survive a reset)
+
+    def counting(*args, **kwargs):
+        before = counters["stats"]["unique_graphs"]
+        out = backend.fn(*args, **kwargs)
+        compiled.append(counters["stats"]["unique_graphs"] > before)
+        return out
+
+    monkeypatch.setitem(fastvit.ATTENTION._backends, backend.name, dataclasses.replace(backend, fn=counting))
+    q, k, v = (torch.randn(shape) for _ in range(3))
+
+    def case(name, reset=False):
+        def build():
+            if reset:
+                torch._dynamo.reset()
+            return fb.workload(lambda: fastvit.attention(q, k, v, backend=name), train=False)
+        return fb.Case("attention", name, {"resolution": 224, "tokens": 197, "dtype": "fp32", "pass": "fwd"}, build,
+                       backends=(fastvit.ATTENTION.get(name),))
+
+    group = fb.Group("attention", {"resolution": 224}, [case(backend.name), case("sdpa", reset=True)])
+    rows = [o.row for o in fb.Sweep(device=torch.device("cpu"),
+                                    budget=fb.Budget(30.0, min_rounds=3, max_rounds=3)).run_group(group)]
+    assert rows[0]["status"] == "ok" and rows[0]["rounds"] == 3, rows[0]["status"]
+    assert sum(compiled) >= 2, compiled  # at its build, and again after the reset
+    assert not any(compiled[-rows[0]["rounds"]:]), compiled
 
 
 def test_time_budget_skips_before_building():

@@ -239,8 +239,7 @@ class Sweep:
             entries.append((case, row, twin[2], twin[3]))
         labels = [row["member"] for _, row, _, _ in entries]
         members = [Member(work.fn, work.reset, labels.index(row["baseline"]) if row["baseline"] in labels else None,
-                          self.budget.warmup_rounds if (self.device.type == "cuda" or call < 0.1) else 0)
-                   for _, row, work, call in entries]
+                          self._warmup(case, call)) for case, row, work, call in entries]
         if self.device.type == "cuda" and self._flush is None:
             self._flush = L2Flush(self.device)
         rounds = interleave(members, self.device, min_rounds=self.budget.min_rounds,
@@ -279,7 +278,7 @@ class Sweep:
         cuda = self.device.type == "cuda"
         reset = work.reset or (lambda: None)
         compiled = split_impl(case.backend)[1]
-        if cuda or compiled:
+        if cuda or _compiles(case):
             reset()
             work.fn()  # compilation, autotuning and library workspaces stay out of memory figure and probe
         if compiled:
@@ -291,7 +290,7 @@ class Sweep:
         if cuda:
             reset()
             call = time_call(work.fn, self.device)
-        elif compiled or call > self.budget.per_call / 10:
+        elif _compiles(case) or call > self.budget.per_call / 10:
             # the profiled memory call may run compiled code afresh, and the profiler slows a model of
             # many small ops several times over: a plain call is then the probe of the call's duration
             reset()
@@ -304,6 +303,14 @@ class Sweep:
             self._probe(case, call)
             return over, None
         return None, (work, call)
+
+    def _warmup(self, case: Case, call: float) -> int:
+        """Untimed rounds of a member before its timed ones: the budget's on CUDA and for calls under
+        0.1 s, none otherwise; at least one for a member that compiles (a ``+compile`` row, a backend
+        that compiles per shape), whose compiled code another member's build may have discarded
+        (``maybe_compile`` resets dynamo), so that compiling again falls in an untimed round."""
+        rounds = self.budget.warmup_rounds if (self.device.type == "cuda" or call < 0.1) else 0
+        return max(rounds, 1) if _compiles(case) else rounds
 
     def _probe(self, case: Case, seconds: float) -> None:
         """Remember the seconds of one call of ``case``: the larger sizes of its series are judged by it."""
@@ -359,6 +366,11 @@ class Sweep:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _compiles(case: Case) -> bool:
+    """Whether the case's first call compiles: a ``+compile`` row, or a backend that compiles per shape."""
+    return split_impl(case.backend)[1] or any(b.compiles for b in case.backends)
 
 
 def _error_status(err: BaseException) -> str:
