@@ -41,6 +41,38 @@ def _skip_unless_available(backends: dict):
             pytest.skip(f"{op} backend {name!r} cannot run here: {reason}")
 
 
+def _mode(model, backends: dict):
+    """no_grad where a backend the model calls refuses to train here, else grad mode (a training
+    forward's call: eager and compiled in one mode, as SDPA's kernel choice depends on it)."""
+    trains = all(model.backend_availability(op, name, "cpu", torch.float32, train=True)[0]
+                 for op, name in backends.items())
+    return contextlib.nullcontext if trains else torch.no_grad
+
+
+def _compiles(backends: dict) -> bool:
+    return any(REGISTRIES[op].get(name).compiles for op, name in backends.items())
+
+
+def _reference_logits(model, x):
+    """The model's weights in float64 on every op's reference backend, on ``x``."""
+    ref = copy.deepcopy(model).double()
+    for op, reg in REGISTRIES.items():
+        ref.set_backend(op, reg.reference.name)
+    with torch.no_grad():
+        return ref(x.double())
+
+
+def _assert_matches_eager(logits, model, x, backends, mode):
+    """Compiled logits bitwise equal to eager's; for a backend compiling its own kernels, within the
+    fp32 rule of the float64 reference (the module docstring)."""
+    if _compiles(backends):
+        assert_close(logits, _reference_logits(model, x), name=f"compiled logits on {backends}")
+        return
+    with mode():
+        expected = model(x).detach()
+    torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+
+
 def _forget_routes():
     """A cold start: availability is checked while dynamo traces (as a constant, not traced)."""
     for reg in REGISTRIES.values():
@@ -84,12 +116,15 @@ def _compiled_in_one_graph(model, *args):
 def test_forward_has_no_graph_break(backends):
     _skip_unless_available(backends)
     model, x = tiny(backends, depth=2).eval(), torch.randn(1, 3, 32, 32)
+    mode = _mode(model, backends)
     _forget_routes()
-    explained = torch._dynamo.explain(model)(x)
+    with mode():
+        explained = torch._dynamo.explain(model)(x)
     assert explained.graph_break_count == 0, [str(r.reason)[:300] for r in explained.break_reasons]
     assert explained.graph_count == 1
     with torch.no_grad():
-        torch.testing.assert_close(torch.compile(model, backend="eager", fullgraph=True)(x), model(x), rtol=0, atol=0)
+        logits = torch.compile(model, backend="eager", fullgraph=True)(x)
+    _assert_matches_eager(logits, model, x, backends, torch.no_grad)
 
 
 def _compiled_step_matches_eager(model, x) -> dict:
@@ -177,24 +212,18 @@ def test_family_matrix_covers_the_ops_each_family_calls():
 def test_family_forward_has_no_graph_break(family, backends):
     """As the ViT's: one graph, no break, compiled logits bitwise equal to eager's. Traced and compared
     in grad mode (a training forward's call; eager and compiled in one mode, as SDPA's kernel choice
-    depends on it), except Swin on sdpa-flash: PyTorch's CPU flash kernel takes no bias that requires
-    grad (Swin's relative positions), so that one runs in inference here and its grad-mode refusal is
-    test_swin_grad_mode_refusal_stays_typed_when_compiled's case."""
+    depends on it), except where a backend refuses to train here: Swin on sdpa-flash (PyTorch's CPU
+    flash kernel takes no bias that requires grad, Swin's relative positions; its grad-mode refusal is
+    test_swin_grad_mode_refusal_stays_typed_when_compiled's case) and flex on CPU run in inference."""
     _skip_unless_family_runs(family, backends)
     model = family_model(family, backends).eval()
     x = torch.randn(1, 3, *model.cfg.img_size)
-    try:
-        expected, mode = model(x).detach(), contextlib.nullcontext
-    except BackendError:
-        if (family, backends["attention"]) != ("swin", "sdpa-flash"):
-            raise
-        mode = torch.no_grad
-        with mode():
-            expected = model(x)
+    called = {op: backends[op] for op in family_ops(family)}
+    mode = _mode(model, called)
     _forget_routes()
     with mode():
         logits = _compiled_in_one_graph(model, x).detach()
-    torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+    _assert_matches_eager(logits, model, x, called, mode)
 
 
 def test_swin_grad_mode_refusal_stays_typed_when_compiled():
@@ -305,8 +334,30 @@ def test_attention_with_bias_compiles(monkeypatch):
         fn = lambda q, k, v, bias: fastvit.attention(q, k, v, backend=name, bias=bias)  # noqa: E731
         explained = torch._dynamo.explain(fn)(q, k, v, bias)
         assert explained.graph_break_count == 0, (name, [str(r.reason)[:300] for r in explained.break_reasons])
-        torch.testing.assert_close(torch.compile(fn, backend="eager", fullgraph=True)(q, k, v, bias),
-                                   fn(q, k, v, bias), rtol=0, atol=0, msg=name)
+        out = torch.compile(fn, backend="eager", fullgraph=True)(q, k, v, bias)
+        if ATTENTION.get(name).compiles:  # see the module docstring
+            assert_close(out, fastvit.attention(q.double(), k.double(), v.double(), backend="naive", bias=bias.double()),
+                         name=name)
+        else:
+            torch.testing.assert_close(out, fn(q, k, v, bias), rtol=0, atol=0, msg=name)
+
+
+def test_packed_attention_compiles():
+    """Packed sequences through the registry in one graph, for every backend that runs them here (in
+    inference: flex trains on CUDA only): the packing's Python lengths are constants of the graph and
+    flex's block mask is built in it, nothing is read back. Held to each sequence alone in float64."""
+    lengths = (5, 1, 17, 9)
+    q, k, v = (torch.randn(1, 2, sum(lengths), 16) for _ in range(3))
+    parts = zip(*(t.double().split(lengths, dim=2) for t in (q, k, v)))
+    ref = torch.cat([fastvit.attention(a, b, c, backend="naive") for a, b, c in parts], dim=2)
+    names = [n for n in ATTENTION.names() if ATTENTION.availability(n, "cpu", torch.float32, head_dim=16, packed=True)[0]]
+    assert "naive" in names
+    for name in names:
+        torch._dynamo.reset()
+        fn = lambda q, k, v: fastvit.attention(q, k, v, backend=name, packing=Packing(lengths))  # noqa: E731
+        with torch.no_grad():
+            out = _compiled_in_one_graph(fn, q, k, v)
+        assert_close(out, ref, name=f"{name} packed, compiled")
 
 
 def test_backend_errors_stay_typed_in_eager_and_compiled():
