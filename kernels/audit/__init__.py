@@ -38,6 +38,11 @@ file is rewritten with the keys of this run only. ``make test`` keeps it in repo
 clean checkout compiles only the kernels that changed since the committed audit.
 
 What it cannot tell: correctness, speed, which configuration the autotuner picks, real occupancy.
+
+What it does not cover: kernels that are not fastvit's. The ``flex`` attention backend's kernels
+(PyTorch's FlexAttention) have no source to compile ahead of time: inductor generates them when a
+shape is first called, from the score and mask functions of that call, and its own autotuning picks
+their tiles; their spills and shared memory are PyTorch's to keep in bounds.
 """
 from __future__ import annotations
 
