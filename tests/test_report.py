@@ -239,7 +239,7 @@ def test_kernel_targets(tmp_path):
     env = {"device": "cuda", "device_name": "Synthetic GPU", "copy_bytes_per_s": 3e12}
     df = load_results(write_jsonl(tmp_path / "g.jsonl", gpu_rows(), env)).rows
     t = kernel_targets(df, env).set_index(["op", "resolution", "target"])
-    peer = "speed vs best of SDPA kernels and xformers"
+    peer = "speed vs best of SDPA kernels, xformers and flex"
     # 224 px at B=64: xformers (0.8 ms) is the best peer, triton 1.0 ms -> 0.8x, target 1.0x: not met
     assert t.loc[("attention", 224, peer), "measured"] == pytest.approx(0.8)
     assert t.loc[("attention", 224, peer), "against"] == "xformers (of sdpa-flash, xformers)"
@@ -270,7 +270,7 @@ def test_kernel_targets_show_untimed_triton_rows_and_use_cuda_event_times(tmp_pa
     assert flash["median_s"] == pytest.approx(0.9e-3) and flash["wall_median_s"] == pytest.approx(1e-3)
     assert flash["iqr_s"] == pytest.approx(0.02e-3)
     t = kernel_targets(df, env).set_index(["op", "resolution", "target"])
-    peer = "speed vs best of SDPA kernels and xformers"
+    peer = "speed vs best of SDPA kernels, xformers and flex"
     assert t.loc[("attention", 224, peer), "measured"] == pytest.approx(0.8)  # ratios of event times
     assert t.loc[("attention", 224, peer), "against"] == "xformers (of sdpa-flash, xformers)"
     assert t.loc[("attention", 768, peer), "status"] == "oom" and t.loc[("attention", 768, peer), "met"] is False
@@ -339,7 +339,7 @@ def test_targets_prose_is_generated_from_the_targets_table(tmp_path, monkeypatch
     df = load_results(src).rows
     monkeypatch.setattr(targets, "TARGETS", changed)
     t = kernel_targets(df, env).set_index(["op", "resolution", "target"])
-    assert math.isnan(t.loc[("attention", 512, "speed vs best of SDPA kernels and xformers"), "goal"])  # N = 1025 < 2305
+    assert math.isnan(t.loc[("attention", 512, "speed vs best of SDPA kernels, xformers and flex"), "goal"])  # N = 1025 < 2305
     text = write_report(src, tmp_path / "out").read_text()
     assert "≥ 0.95× (forward, N ≥ 2,305)" in text and "1 of 4 targets met" in text
 

@@ -119,7 +119,7 @@ KERNEL_BACKEND = _own_kernel()
 """fastvit's own kernels: the backend judged against the performance targets."""
 ATTENTION_PEERS = tuple(b.name for b in _REGISTRIES["attention"].backends() if b.peer)
 """The attention kernels fastvit's own attention kernel is measured against."""
-ATTENTION_PEERS_NAME = "SDPA kernels and xformers"
+ATTENTION_PEERS_NAME = "SDPA kernels, xformers and flex"
 DEFAULT_MODEL_IMPL = SDPA
 DEFAULT_BACKENDS = {op: _registry(op).default for op in OP_REGISTRY}
 """Per op, its default backend: what the other backends of an op-level group are compared against."""
