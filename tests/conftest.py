@@ -56,6 +56,35 @@ def kernel_device_runs(request):
         skip_unless_kernels_run_on(callspec.params["device"])
 
 
+@pytest.fixture
+def interpreter_without_overflow_checks():
+    """Triton's interpreter without its int overflow sanitizer, for tests of whole models whose Triton
+    kernels run as parts (``pytestmark = pytest.mark.usefixtures("interpreter_without_overflow_checks")``).
+
+    The interpreter checks every 8-32-bit integer add, sub and mul of a kernel for overflow (widening
+    both sides to int64 and asserting the result fits), which is about half of its time in these
+    tests; a GPU build checks nothing of the kind (Triton does only in debug mode). The kernels' own
+    tests (test_flash_attention*.py, test_layer_norm.py, test_patch_embed.py, test_attention.py) keep
+    it, at larger shapes than any model here passes; the models' tests hold the outputs and gradients
+    to the float64 model as before."""
+    builder = None
+    if TRITON_INTERPRETER:
+        from triton.runtime import interpreter
+
+        builder = getattr(interpreter, "interpreter_builder", None)
+    options = getattr(builder, "options", None)
+    if options is None or not hasattr(options, "sanitize_overflow"):
+        yield
+        return
+    import dataclasses
+
+    builder.options = dataclasses.replace(options, sanitize_overflow=False)
+    try:
+        yield
+    finally:
+        builder.options = options
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

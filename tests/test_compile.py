@@ -26,6 +26,8 @@ from conftest import TRITON_INTERPRETER
 DEFAULTS = {"attention": "sdpa", "norm": "torch", "patch": "conv"}
 TRITON = {"attention": "triton", "norm": "triton", "patch": "triton"}
 REGISTRIES = {"attention": ATTENTION, "norm": NORM, "patch": PATCH}
+# the Triton kernels run as parts of models here: the interpreter without its overflow sanitizer (conftest)
+pytestmark = pytest.mark.usefixtures("interpreter_without_overflow_checks")
 
 
 def tiny(backends: dict, depth: int | None = None):

@@ -21,6 +21,8 @@ from fastvit.testing import assert_close
 
 TINY, SMALL = "vit_tiny_patch16_224", "vit_small_patch16_224"
 REGISTRIES = registries()
+# the Triton kernels run as parts of models here: the interpreter without its overflow sanitizer (conftest)
+pytestmark = pytest.mark.usefixtures("interpreter_without_overflow_checks")
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -63,7 +65,9 @@ def _equivalence_setup(name: str):
     """Shared per preset: sharpened weights, images, the float64 reference's logits and gradients."""
     torch.manual_seed(0)
     base = sharpen(create_model(name, img_size=32, num_classes=100))
-    images = images_for(base)
+    # two images: a batch (the kernels' grids span it), at half the interpreter's time of four for
+    # the Triton backends; batch isolation is test_images_do_not_see_each_other's
+    images = images_for(base, batch=2)
     grad_out = torch.randn(images.shape[0], 100, generator=torch.Generator().manual_seed(2))
     ref = reference_backends(copy.deepcopy(base).double())
     ref_logits, ref_grads = run_with_grads(ref, images.double(), grad_out)

@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent / "data"))
 import canonical_weights as cw  # noqa: E402
 
 REGISTRIES = registries()
+# the Triton kernels run as parts of models here: the interpreter without its overflow sanitizer (conftest)
+pytestmark = pytest.mark.usefixtures("interpreter_without_overflow_checks")
 FAMILIES = {  # family: (preset, small config)
     "deit": ("deit_tiny_distilled_patch16_224", dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)),
     "swin": ("swin_tiny_patch4_window7_224", dict(img_size=80, embed_dim=16, depths=(2, 2, 2), num_heads=(1, 2, 4),

@@ -1,4 +1,5 @@
-"""Loading timm-format state dicts, also across resolutions."""
+"""Loading timm-format state dicts, also across resolutions; HF transformers and torchvision checkpoints
+are converted first."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ import torch
 
 from fastvit.errors import CheckpointError
 from fastvit.models.hf.keys import detect_hf, eps_note, hf_to_timm, hf_vit_to_timm
+from fastvit.models.tv.keys import from_torchvision
 
 
 WRAPPERS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")  # training scripts' envelopes
@@ -106,7 +108,10 @@ def load_checkpoint(model, path_or_state_dict, *, strict: bool = True, hf_config
     ``ViTModel`` / ``ViTForImageClassification``; DeiT; Swin) are recognised by their keys and
     converted first (:func:`from_hf`); an HF ViT's LayerNorm eps (1e-12 unless ``hf_config``, its
     config.json as a dict, says otherwise) that differs from the model's is reported under
-    ``warnings`` and issued as a UserWarning. The model says how its checkpoints
+    ``warnings`` and issued as a UserWarning. torchvision ViT and Swin V1 state dicts are recognised
+    and converted too (:func:`fastvit.models.tv.from_torchvision`: a variant fastvit does not compute
+    is refused, what moves the logits is a warning, a ViT position embedding for another grid is
+    resampled as torchvision's ``interpolate_embeddings`` does). The model says how its checkpoints
     are adapted (``BackendModel``): ``convert_checkpoint`` renames another layout of the family's
     checkpoints (original Microsoft Swin files), entries named in ``derived_state_keys`` (buffers the
     model computes itself, e.g. Swin's ``relative_position_index`` / ``attn_mask``) are dropped, and
@@ -123,14 +128,19 @@ def load_checkpoint(model, path_or_state_dict, *, strict: bool = True, hf_config
         ``{"missing": [...], "unexpected": [...], "resampled_pos_embed": (old, new) or None,
         "dropped": [...], "converted": notes or None, "warnings": [...]}``: ``resampled_pos_embed``
         counts the positions before and after (rows of a token sequence, prefix included; H * W cells
-        of a map); ``dropped`` the derived entries removed; ``converted`` what an HF conversion did
-        (its source class, key spelling, dropped HF entries, the eps assumed).
+        of a map); ``dropped`` the derived entries removed; ``converted`` what an HF or torchvision
+        conversion did (its source class, key spelling, dropped entries, the eps assumed, a
+        torchvision position embedding's resampling).
 
     Raises:
-        CheckpointError: missing or unexpected keys (strict), or a tensor whose shape differs and
-            cannot be resampled (named with both shapes).
+        CheckpointError: missing or unexpected keys (strict), a tensor whose shape differs and
+            cannot be resampled (named with both shapes), or a torchvision variant the model would
+            not compute (named).
     """
-    state, converted, notes = from_hf(dict(_read(path_or_state_dict)), model, hf_config)
+    state = dict(_read(path_or_state_dict))
+    tv = from_torchvision(state, model)
+    state, converted, notes = tv if tv is not None else from_hf(state, model, hf_config)
+    resampled = converted.pop("resampled_pos_embed", None) if converted else None
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     state = model.convert_checkpoint(state)
@@ -143,7 +153,6 @@ def load_checkpoint(model, path_or_state_dict, *, strict: bool = True, hf_config
     unexpected = sorted(set(state) - set(own))
     if strict and (missing or unexpected):
         raise CheckpointError(f"checkpoint does not match the model: missing keys {missing}, unexpected keys {unexpected}")
-    resampled = None
     for key in [k for k, v in state.items() if k in own and v.shape != own[k].shape]:
         old = state[key]
         try:

@@ -11,15 +11,17 @@ The fill rule, applied to the entries in order, every tensor drawn from one
 |---|---|
 | non-floating dtype (integer / bool buffers)                  | skipped: no draw, not in the result|
 | ``*relative_position_bias_table``                            | RPB_STD * randn                    |
-| ``*pos_embed``, ``*position_embeddings``                     | POS_STD * randn                    |
-| ``*cls_token``, ``*dist_token``, ``*reg_token``, ``*mask_token`` | TOKEN_STD * randn              |
+| ``*pos_embed``, ``*position_embeddings``, ``*pos_embedding`` | POS_STD * randn                    |
+| ``*cls_token``, ``*class_token``, ``*dist_token``, ``*reg_token``, ``*mask_token`` | TOKEN_STD * randn |
 | 1-D ``*weight`` (LayerNorm weights)                          | 1 + NORM_STD * randn               |
 | other 1-D (biases)                                           | BIAS_STD * randn                   |
 | ≥2-D (Linear / Conv weights)                                 | randn * gain / sqrt(fan_in)        |
 
 where fan_in = prod(shape[1:]) (in_features for a Linear, in_channels/groups * kh * kw for a Conv2d) and
-gain = QK_GAIN for the attention projections that form the logits (a fused ``*qkv.weight``, or separate
-``*q_proj.weight`` / ``*k_proj.weight`` / ``*query.weight`` / ``*key.weight``), 1 otherwise. With
+gain = QK_GAIN for the attention projections that form the logits (a fused ``*qkv.weight`` or
+``*in_proj_weight``, or separate ``*q_proj.weight`` / ``*k_proj.weight`` / ``*query.weight`` /
+``*key.weight``), 1 otherwise. (torchvision's names -- ``class_token``, ``pos_embedding``,
+``in_proj_weight`` -- fall in the same classes as timm's.) With
 LayerNorm'd inputs the attention logits then have a standard deviation of about QK_GAIN**2 (plus the
 relative position bias in Swin), so attention is clearly non-uniform, while every other layer keeps
 activations O(1), so logits stay finite and of order 1-10 through deep models.
@@ -43,9 +45,9 @@ TOKEN_STD = 0.5
 RPB_STD = 1.0
 QK_GAIN = 1.5
 
-_QK_SUFFIXES = ("qkv.weight", "q_proj.weight", "k_proj.weight", "query.weight", "key.weight")
-_TOKEN_SUFFIXES = ("cls_token", "dist_token", "reg_token", "mask_token")
-_POS_SUFFIXES = ("pos_embed", "position_embeddings")
+_QK_SUFFIXES = ("qkv.weight", "in_proj_weight", "q_proj.weight", "k_proj.weight", "query.weight", "key.weight")
+_TOKEN_SUFFIXES = ("cls_token", "class_token", "dist_token", "reg_token", "mask_token")
+_POS_SUFFIXES = ("pos_embed", "position_embeddings", "pos_embedding")
 
 
 def _as_dtype(dtype) -> torch.dtype:

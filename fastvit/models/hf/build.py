@@ -110,10 +110,11 @@ def _axis_partners(layout: list, ws: int, s: int) -> dict:
             for p, tok in enumerate(layout) if tok is not None}
 
 
-def swin_padding_notes(cfg) -> list[str]:
+def swin_padding_notes(cfg, library: str = "HF") -> list[str]:
     """The stages where HF's Swin (pad, then shift) and timm's (shift, then pad) compute differently:
     the map is padded to the window, its odd blocks shift, and the order changes which tokens
-    attend to which (per axis; with padding equal to the shift and window = 2 shifts it does not)."""
+    attend to which (per axis; with padding equal to the shift and window = 2 shifts it does not).
+    torchvision's Swin pads before its shift as HF does: ``library`` names the one in the notes."""
     ws = _window(cfg)
     size = cfg.img_size if not isinstance(cfg.img_size, int) else (cfg.img_size, cfg.img_size)
     h, w = size[0] // cfg.patch_size, size[1] // cfg.patch_size
@@ -127,8 +128,9 @@ def swin_padding_notes(cfg) -> list[str]:
                 for n in (h, w)):
             continue
         notes.append(f"Swin stage {stage}: map {h}x{w} is padded to {math.ceil(h / ws) * ws}x{math.ceil(w / ws) * ws} "
-                     f"for {ws}x{ws} shifted windows; HF pads before its cyclic shift, timm/fastvit after, which here "
-                     "changes which tokens attend to which: HF's logits differ from fastvit's (the work is the same)")
+                     f"for {ws}x{ws} shifted windows; {library} pads before its cyclic shift, timm/fastvit after, which "
+                     f"here changes which tokens attend to which: {library}'s logits differ from fastvit's (the work "
+                     "is the same)")
     return notes
 
 
