@@ -23,8 +23,6 @@ TINY, SMALL = "vit_tiny_patch16_224", "vit_small_patch16_224"
 REGISTRIES = registries()
 # the Triton kernels run as parts of models here: the interpreter without its overflow sanitizer (conftest)
 pytestmark = pytest.mark.usefixtures("interpreter_without_overflow_checks")
-# the Triton kernels run as parts of models here: the interpreter without its overflow sanitizer (conftest)
-pytestmark = pytest.mark.usefixtures("interpreter_without_overflow_checks")
 
 
 # -- helpers ------------------------------------------------------------------------------------
