@@ -2,10 +2,11 @@
 
 ``test_models``: one comparison group per size and pass holding every model of the sweep, timed in
 interleaved rounds: every preset of ``--model`` (any family: ViT, DeiT, Swin, PiT) with each attention
-backend (and ``+compile`` builds), with ``--peers`` timm's and HF transformers' builds of the same
-preset with the same weights, running their own attention, and CNN baselines from torchvision. Each
-member is compared against its preset's fastvit build on the default backend (a compiled build
-against its eager self); those, and the CNNs, against the first preset's: the architecture ratio.
+backend (and ``+compile`` builds), with ``--peers`` timm's, HF transformers' and (ViT, Swin)
+torchvision's builds of the same preset with the same weights, running their own attention, and CNN
+baselines from torchvision. Each member is compared against its preset's fastvit build on the default
+backend (a compiled build against its eager self); those, and the CNNs, against the first preset's:
+the architecture ratio.
 Rows carry the model, its family, the library and the parameter count, and attention's share of the
 time measured inside the model (fastvit.bench.share).
 

@@ -61,8 +61,8 @@ def pytest_addoption(parser):
     g.addoption("--model", metavar="A,B", help="presets of any family for the whole-model rows; the op-level rows "
                 "use the shapes of the first ViT-family one (default per device: "
                 + "; ".join(f"{d}: {','.join(v.models)}" for d, v in fb.DEFAULTS.items()) + ")")
-    g.addoption("--peers", action="store_true", help="add whole-model rows of timm's and HF transformers' builds "
-                "of the same presets (same weights) and of CNN baselines (" + ", ".join(CNNS) + ")")
+    g.addoption("--peers", action="store_true", help="add whole-model rows of timm's, HF transformers' and "
+                "torchvision's builds of the same presets (same weights) and of CNN baselines (" + ", ".join(CNNS) + ")")
     g.addoption("--dtype", metavar="D,D", help=f"{', '.join(DTYPES)} (default per device: "
                 + ", ".join(f"{d}: {v.dtype}" for d, v in fb.DEFAULTS.items()) + ")")
     g.addoption("--device", choices=list(fb.DEFAULTS), help="default: cuda if available, else cpu")

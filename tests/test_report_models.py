@@ -178,7 +178,7 @@ def test_no_share_section_without_the_column(tmp_path):
     assert attention_share(df).empty and share_section(df).lines == []
     text = write_report(tmp_path / "m.jsonl", tmp_path / "out").read_text()
     assert "## Share of the whole-model time" not in text and not (tmp_path / "out" / "attention_share.png").exists()
-    assert "## Architectures against resolution" in text and "## fastvit, timm and HF" in text
+    assert "## Architectures against resolution" in text and "## fastvit, timm, HF and torchvision" in text
 
 
 def test_models_without_tokens_are_plotted_against_resolution(df, tmp_path):
@@ -202,7 +202,7 @@ def test_legacy_vit_rows_load_as_fastvit_models(tmp_path):
     assert set(rows["op"]) == {"model"} and set(rows["library"]) == {"fastvit"} and set(rows["family"]) == {"vit"}
     assert set(rows["impl"]) == {"sdpa"}
     text = write_report(tmp_path / "old.jsonl", tmp_path / "out").read_text()
-    assert "(model_fwd.png)" in text and "## Share of" not in text and "## fastvit, timm and HF" not in text
+    assert "(model_fwd.png)" in text and "## Share of" not in text and "## fastvit, timm, HF and torchvision" not in text
 
 
 def test_compile_section_sets_compiled_beside_eager():

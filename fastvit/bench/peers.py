@@ -1,11 +1,14 @@
-"""The sweep's peers: the same architectures as timm and HF transformers build them, with the same
-weights, and CNN baselines from torchvision, as whole-model rows timed by the same harness.
+"""The sweep's peers: the same architectures as timm, HF transformers and torchvision build them, with
+the same weights, and CNN baselines from torchvision, as whole-model rows timed by the same harness.
 
 Each peer is built from a fastvit model: timm's model of the same preset name loads fastvit's state
-dict unchanged (the keys are timm's); HF's is converted by :mod:`fastvit.models.hf`. A library that
-is not installed, or has no such architecture, makes its rows ``skipped`` with the reason
+dict unchanged (the keys are timm's); HF's is converted by :mod:`fastvit.models.hf`, torchvision's
+ViT and Swin (``VisionTransformer`` and ``SwinTransformer`` built from the preset's config: vit_b_16,
+swin_t, ... for the paper sizes) by :mod:`fastvit.models.tv`. A library that is not installed, does
+not import, or has no such architecture, makes its rows ``skipped`` with the reason
 (``pip install 'fastvit[peers]'``). Every peer runs its library's own attention, named in the row's
-``backend`` column.
+``attention_impl`` column (torchvision's ViT: ``nn.MultiheadAttention``; its Swin:
+``shifted_window_attention``).
 
 The libraries are imported through :mod:`fastvit.optional`, which copes with a torchvision built
 for another torch.
@@ -21,7 +24,7 @@ import torch.nn as nn
 from fastvit.models import get_preset
 from fastvit.optional import import_peer
 
-LIBRARIES = ("timm", "transformers")
+LIBRARIES = ("timm", "transformers", "torchvision")
 CNNS = {"resnet50": "resnet50", "convnext_tiny": "convnext_tiny"}  # model name -> torchvision builder
 INSTALL = "pip install 'fastvit[peers]' (scripts/setup_venv.sh pins torchvision to the installed torch)"
 def available(library: str) -> tuple[bool, str]:
@@ -72,9 +75,18 @@ def _transformers(name: str, model: nn.Module) -> Peer:
     return Peer(_Logits(peer), impl)
 
 
-BUILDERS: dict[str, Callable[[str, nn.Module], Peer]] = {"timm": _timm, "transformers": _transformers}
-# the families each library builds (HF transformers has no PiT)
-FAMILIES = {"timm": ("vit", "deit", "swin", "pit"), "transformers": ("vit", "deit", "swin")}
+def _torchvision(name: str, model: nn.Module) -> Peer:
+    from fastvit.models.tv import to_torchvision
+
+    peer, attention = to_torchvision(get_preset(name).family.name, model.cfg, model.state_dict())
+    return Peer(peer, attention)
+
+
+BUILDERS: dict[str, Callable[[str, nn.Module], Peer]] = {"timm": _timm, "transformers": _transformers,
+                                                         "torchvision": _torchvision}
+# the families each library builds (HF transformers has no PiT; torchvision has the ViT and Swin V1)
+FAMILIES = {"timm": ("vit", "deit", "swin", "pit"), "transformers": ("vit", "deit", "swin"),
+            "torchvision": ("vit", "swin")}
 
 
 def unavailable(library: str, family: str) -> str | None:

@@ -8,10 +8,10 @@ backend against its op's default (paired ratios with 95% intervals and verdicts)
 of every comparison group; then fitted scaling exponents (with the sizes fitted), the Triton kernels
 against their targets, attention's share of the whole-model time (one table for every model), every
 architecture against the image size (crossovers where the paired intervals support them, parameters and
-FLOPs beside them), fastvit's whole models against timm's and HF transformers' builds, torch.compile
-against eager, packing against padding (one list of images of many sizes padded to the longest, bucketed
-by size and packed into one sequence: padded-token fractions, paired ratios, peak memory), and per op and
-pass the latency and peak memory against tokens N (log-log, N and N²
+FLOPs beside them), fastvit's whole models against timm's, HF transformers' and torchvision's builds,
+torch.compile against eager, packing against padding (one list of images of many sizes padded to the
+longest, bucketed by size and packed into one sequence: padded-token fractions, paired ratios, peak
+memory), and per op and pass the latency and peak memory against tokens N (log-log, N and N²
 slopes; against the resolution for models without a global token count) with tables of medians, memory
 and achieved FLOP/s (or GB/s) as a fraction of the measured matmul peak (or copy bandwidth). ``oom`` and
 ``skipped`` configurations are written as such. ``compare`` adds a second run side by side, unpaired.

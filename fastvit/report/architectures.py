@@ -1,15 +1,15 @@
 """The sections on whole models across architectures and libraries: every architecture's latency and peak
 memory against the image size, with fitted exponents and the resolutions where a global-attention model
 becomes costlier than a Swin model or a CNN (stated where the paired intervals support it, with each
-model's parameters and FLOPs beside it); and fastvit's builds against timm's and HF transformers' builds
-of the same models, paired. Pure functions, as in :mod:`fastvit.report.sections`."""
+model's parameters and FLOPs beside it); and fastvit's builds against timm's, HF transformers' and
+torchvision's builds of the same models, paired. Pure functions, as in :mod:`fastvit.report.sections`."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 from fastvit.report.comparisons import architecture_pairs, compare, noise, same_group, slot
-from fastvit.report.facts import (ARCH_GROUP, ATTENTION_IMPL, COMPILE_SUFFIX, DEFAULT_MODEL_IMPL, DEFAULT_NORM,
+from fastvit.report.facts import (ARCH_GROUP, ATTENTION_IMPL, CNN, COMPILE_SUFFIX, DEFAULT_MODEL_IMPL, DEFAULT_NORM,
                                   DEFAULT_PATCH, FAMILY_TITLES, LIBRARY_TITLES, MODEL, OWN_LIBRARY, PASS_TITLES,
                                   PEER_GROUP, PEER_LIBRARIES, SDPA_KERNEL)
 from fastvit.report.fit import FIT_MIN_RESOLUTION, architecture_rows, fit_sizes
@@ -153,17 +153,21 @@ def _mem_ratio(row: dict, base: dict) -> str:
 
 
 def peers_section(df: pd.DataFrame) -> Section:
-    """Per model, pass (dtype, batch): timm's and HF's time over fastvit's at each size, paired where they
-    were timed in one group, and their peak memory over fastvit's."""
+    """Per model, pass (dtype, batch): timm's, HF's and torchvision's time over fastvit's at each size,
+    paired where they were timed in one group, and their peak memory over fastvit's (torchvision's CNN
+    baselines are architectures, not peers: left out)."""
     models = plain(df[df["op"] == MODEL])
     own_builds = (models["library"] == OWN_LIBRARY) & ~models["impl"].astype(str).str.endswith(COMPILE_SUFFIX)
-    others = models[models["library"].isin(PEER_LIBRARIES) | (own_builds & (models["impl"] != DEFAULT_MODEL_IMPL))]
+    cnn = models["family"] == CNN if "family" in models else False
+    peer_builds = models["library"].isin(PEER_LIBRARIES) & ~cnn
+    others = models[peer_builds | (own_builds & (models["impl"] != DEFAULT_MODEL_IMPL))]
     if others.empty:
         return Section()
     floor = noise(df)
-    section = Section(["## fastvit, timm and HF", "",
-                       "The same models with the same weights as timm and HF transformers build them, each running "
-                       "its own attention, and fastvit's builds with other backends, against fastvit's build with "
+    section = Section(["## fastvit, timm, HF and torchvision", "",
+                       "The same models with the same weights as timm, HF transformers and torchvision build them, "
+                       "each running its own attention, and fastvit's builds with other backends, against fastvit's "
+                       "build with "
                        f"the default backends ({DEFAULT_MODEL_IMPL}) at the same size: time ÷ fastvit's (> 1: "
                        "fastvit's default is the faster) and peak memory ÷ fastvit's (> 1: fastvit's default needs "
                        f"less). {RULE}", ""])
@@ -210,7 +214,7 @@ def peers_section(df: pd.DataFrame) -> Section:
         section.lines += [f"### {key['model']}, {_setting(key)}", "", *unpaired_note(paired),
                           *section.table(Table(slug("peers", key["model"], key["pass"], key["dtype"],
                                                     f"b{int(key['batch'])}"),
-                                               f"{key['model']}, {_setting(key)}: fastvit, timm and HF", header, rows,
+                                               f"{key['model']}, {_setting(key)}: fastvit and its peers", header, rows,
                                                text_cols=2)),
                           f"Attention: {ran}.", ""]
         if notes.reasons:

@@ -41,7 +41,7 @@ def build_report(res: Results, other: Results | None = None) -> Document:
     """report.md's text, its figures and its tables: header (settings, headline figure, summary,
     environment), the fastest backend at each size, every backend against its op's default, the noise
     floor, exponents, the kernels' targets, attention's share, the architectures against resolution,
-    fastvit against timm and HF, torch.compile against eager, packing against padding, every op and pass,
+    fastvit against timm, HF and torchvision, torch.compile against eager, packing against padding, every op and pass,
     with ``other`` the comparison with a second run, and the list of CSV files. The sections by size read
     the rows of one image size each; the header, the noise floor and packing against padding read them
     all."""
