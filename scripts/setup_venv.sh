@@ -55,3 +55,28 @@ constraints="$venv/constraints.txt"
 "$venv/bin/python" -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' > "$constraints"
 echo "[setup] installing fastvit[$extras] (editable) with $(cat "$constraints")"
 "${pip[@]}" -c "$constraints" -e ".[$extras]"
+
+# torchvision on PyPI is a CUDA build; beside a CPU torch (or another release's) its compiled ops fail to
+# load and a plain `import torchvision` fails, and with it `import timm` (timm needs torchvision) and
+# transformers' image classes. fastvit imports the peers through fastvit.optional, which declares the
+# missing ops' schemas: where that works, torchvision stays (timm cannot run without it) and the peers
+# run. Where even that fails, torchvision is uninstalled so that transformers imports: the torchvision
+# and timm peers are then skipped in the sweep with the reason.
+if "$venv/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torchvision') is None)"; then
+    versions=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("torchvision"), m.version("torch"))')
+    tv_version=${versions% *} torch_version=${versions#* }
+    if ! why=$("$venv/bin/python" -c "import torchvision" 2>&1); then
+        why=$(printf '%s\n' "$why" | tail -n 1)
+        if "$venv/bin/python" -c "from fastvit.optional import import_peer; import_peer('timm'); import_peer('torchvision').models.vit_b_16" 2>/dev/null; then
+            echo "[setup] WARNING: torchvision $tv_version is not built for torch $torch_version ($why): a plain" \
+                 "'import torchvision' or 'import timm' fails in $venv; fastvit imports them through fastvit.optional" \
+                 "(the models work, torchvision.ops.nms does not), so the timm and torchvision peers run. For" \
+                 "timm outside fastvit, install the torchvision built for torch $torch_version"
+        else
+            echo "[setup] WARNING: torchvision $tv_version is not built for torch $torch_version ($why) and does not" \
+                 "import even through fastvit.optional: uninstalling it so that transformers imports; the" \
+                 "torchvision and timm peers (timm needs torchvision) are skipped with this reason"
+            "$venv/bin/python" -m pip uninstall -q -y torchvision
+        fi
+    fi
+fi
