@@ -245,13 +245,17 @@ def test_gpu_autotune_prunes_to_the_launch_family():
 def test_every_default_tile_under_the_interpreter(monkeypatch, dtype):
     """Each (BLOCK_M, BLOCK_N) of the default space that a launch in this dtype can get, run by the
     interpreter in place of its 32 x 32 (warps and stages mean nothing there): at D = 80 (64 + 16),
-    and at D = 32 with a bias, with tails in queries and keys."""
+    and at D = 32 with a bias, with tails in queries and keys: N is the family's largest block plus 22,
+    so every tile runs at least one full block and a tail of another (fp32: 86, mma: 150), the
+    interpreter's time growing as N squared."""
     if not interpreter_enabled():
         pytest.skip("runs the kernels through Triton's interpreter")
     family = "fp32" if dtype == torch.float32 else "mma"
     tiles = sorted({(bm, bn) for kernel in FA.TILES.values() for bm, bn, _, _ in kernel[family]})
-    q, k, v, grad_out = (_randn(1, 1, 150, 80, device="cpu", dtype=dtype) for _ in range(4))
-    bias = _randn(1, 1, 150, 150, device="cpu", dtype=dtype)
+    N = max(max(tile) for tile in tiles) + 22
+    assert all(N % b for tile in tiles for b in tile)
+    q, k, v, grad_out = (_randn(1, 1, N, 80, device="cpu", dtype=dtype) for _ in range(4))
+    bias = _randn(1, 1, N, N, device="cpu", dtype=dtype)
     for bm, bn in tiles:
         monkeypatch.setattr(FA, "_INTERPRETER_BLOCKS", {"BLOCK_M": bm, "BLOCK_N": bn})
         _check(q, k, v, grad_out, label=f"{bm} x {bn} ")
