@@ -374,7 +374,8 @@ def test_sections_write_no_files(tmp_path, monkeypatch):
 
 
 REPORT_MODULES = ["facts", "tables", "load", "fit", "comparisons", "targets", "plots", "sections", "verdicts",
-                  "architectures", "compiled", "packing", "summary", "compare", "document", "html", "__init__"]
+                  "architectures", "compiled", "packing", "beyond", "summary", "compare", "document", "html",
+                  "__init__"]
 
 
 def _report_sources():
