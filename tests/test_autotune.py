@@ -30,30 +30,38 @@ def test_bad_setting_names_the_variable(monkeypatch):
 
 
 _PROBE = """
-import json, sys, kernels
-from kernels._common import SPACES
-from kernels.audit.capture import base_fn, launchable_kernels
+import importlib, json, os, sys
 as_dicts = lambda configs: [dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages) for c in configs]
-tuned = [k for k in launchable_kernels() if hasattr(k, "configs")]
-fa = [k for k in tuned if base_fn(k).__name__.startswith("_flash_attn")]
-pruned = {f"{base_fn(k).__name__}-{ieee}-{d}-{d2}": as_dicts(k.early_config_prune(
-              SPACES[base_fn(k).__name__]["on"], {}, IEEE=ieee, BLOCK_D=d, BLOCK_D2=d2, HAS_BIAS=False))
-          for k in fa for ieee in (False, True) for d, d2 in ((64, 0), (64, 16), (256, 0))}
-print(json.dumps({"active": {base_fn(k).__name__: as_dicts(k.configs) for k in tuned},
-                  "spaces": {name: {mode: as_dicts(cs) for mode, cs in sp.items()} for name, sp in SPACES.items()},
-                  "pruned": pruned}))
+out = {}
+for mode in sys.argv[1:]:
+    # FASTVIT_AUTOTUNE is read when a kernel module is imported: each mode imports them afresh
+    for name in [m for m in sys.modules if m == "kernels" or m.startswith("kernels.")]:
+        del sys.modules[name]
+    os.environ["FASTVIT_AUTOTUNE"] = mode
+    importlib.import_module("kernels")
+    from kernels._common import SPACES
+    from kernels.audit.capture import base_fn, launchable_kernels
+    tuned = [k for k in launchable_kernels() if hasattr(k, "configs")]
+    fa = [k for k in tuned if base_fn(k).__name__.startswith("_flash_attn")]
+    pruned = {f"{base_fn(k).__name__}-{ieee}-{d}-{d2}": as_dicts(k.early_config_prune(
+                  SPACES[base_fn(k).__name__]["on"], {}, IEEE=ieee, BLOCK_D=d, BLOCK_D2=d2, HAS_BIAS=False))
+              for k in fa for ieee in (False, True) for d, d2 in ((64, 0), (64, 16), (256, 0))}
+    out[mode] = {"active": {base_fn(k).__name__: as_dicts(k.configs) for k in tuned},
+                 "spaces": {name: {m: as_dicts(cs) for m, cs in sp.items()} for name, sp in SPACES.items()},
+                 "pruned": pruned}
+print(json.dumps(out))
 """
 
 KERNELS = ["_flash_attn_fwd_kernel", "_flash_attn_bwd_dkdv_kernel", "_flash_attn_bwd_dq_kernel",
            "_patch_embed_fwd_kernel", "_patch_embed_bwd_dweight_kernel", "_patch_embed_bwd_dimages_kernel"]
 
 
-def _gpu_spaces(mode: str) -> dict:
-    """The GPU kernels' autotuning configs with FASTVIT_AUTOTUNE=mode, from a fresh interpreter-free
-    Python (importing kernels builds the autotuners without touching a GPU)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["FASTVIT_AUTOTUNE"] = mode
-    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=ROOT, capture_output=True, text=True,
+def _gpu_spaces(*modes: str) -> dict:
+    """Per FASTVIT_AUTOTUNE mode, the GPU kernels' autotuning configs, from an interpreter-free Python
+    (importing kernels builds the autotuners without touching a GPU): one process, which imports the
+    kernel modules afresh for each mode (torch and triton are imported once, not once a mode)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "FASTVIT_AUTOTUNE")}
+    out = subprocess.run([sys.executable, "-c", _PROBE, *modes], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -61,7 +69,7 @@ def _gpu_spaces(mode: str) -> dict:
 
 @pytest.fixture(scope="module")
 def spaces():
-    return {m: _gpu_spaces(m) for m in ("off", "on", "full")}
+    return _gpu_spaces("off", "on", "full")
 
 
 def test_the_setting_picks_the_space(spaces):
