@@ -87,7 +87,7 @@ def test_planner_records_every_outcome(tmp_path, monkeypatch):
         gq.Step("after", 4, 1, "", [], cpu=_py("pass"), cpu_est_s=0.1),
     ]
     out = tmp_path / "out"
-    job = gq.Job(steps, out, tmp_path / "bundle", "cpu", deadline=6, reserve=0, grace=0.5,
+    job = gq.Job(steps, out, tmp_path / "bundle", "cpu", deadline=4, reserve=0, grace=0.5,
                  python=sys.executable, report_timeout=10)
     assert job.run() == 1  # one step failed
     plan = json.loads((out / "plan.json").read_text())
@@ -103,7 +103,7 @@ def test_planner_records_every_outcome(tmp_path, monkeypatch):
     assert over["status"] == "interrupted" and "the deadline" in over["reason"], over
     assert over["rows"] == 1 and "1 finished rows kept" in over["reason"]
     assert got["after"]["status"] == "skipped" and "deadline reached" in got["after"]["reason"]
-    assert plan["elapsed_s"] < 6 + 5
+    assert plan["elapsed_s"] < 4 + 5
     names = _assert_bundle(tmp_path / "bundle")
     assert {"plan.json", "quick.md", "quick.log", "runs-over/results.jsonl", "capped/step.log"} <= set(names)
     bundled = json.loads((tmp_path / "bundle" / "plan.json").read_text())
