@@ -11,16 +11,24 @@ DeiT (distilled), Swin and PiT run the same matrix over the ops each family call
 (``model.op_shapes()``: PiT and Swin make no patch call, Swin's attention takes a bias), each backend
 checked against the shapes the model passes; plus a training step of Swin on the triton backends
 (the flash attention kernel's bias gradient).
+
+A backend that cannot train here (flex on CPU) is traced under no_grad. One that compiles its own
+kernels per shape (flex) is compared with the model in float64 on the reference backends by the fp32
+rule, not bitwise with its eager self: eagerly it runs the kernels inductor generates for it (seconds
+of compiling per shape on CPU), while a graph run by an eager-running backend runs flex_attention's
+reference implementation.
 """
 import contextlib
+import copy
 import functools
 
 import pytest
 import torch
 
 import fastvit
-from fastvit import ATTENTION, NORM, PATCH, BackendError
+from fastvit import ATTENTION, NORM, PATCH, BackendError, Packing
 from fastvit.ops.attention.sdpa import PINNED
+from fastvit.testing import assert_close
 from conftest import TRITON_INTERPRETER
 
 DEFAULTS = {"attention": "sdpa", "norm": "torch", "patch": "conv"}
