@@ -21,7 +21,7 @@ setup: $(VENV)/.installed-$(EXTRAS)
 # of the default space that does not compile, overflows shared memory or spills.
 TRITON_OLDEST := 3.7.1
 TRITON_OTHERS := 3.7.1 3.8.0
-KERNEL_TESTS := tests/test_flash_attention.py tests/test_layer_norm.py tests/test_patch_embed.py tests/test_audit.py
+KERNEL_TESTS := tests/test_flash_attention.py tests/test_flash_attention_varlen.py tests/test_layer_norm.py tests/test_patch_embed.py tests/test_audit.py
 AUDIT := -m kernels.audit --arch sm_90,sm_80 --out 'reports/audit/triton-{triton}' \
 	--results-cache 'reports/audit/triton-{triton}/results_cache.json'
 test: setup

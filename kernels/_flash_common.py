@@ -52,6 +52,23 @@ def _program_ids(N, H, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _sequence_program_ids(CuSeqlens, N, N_TOTAL, H, BLOCK: tl.constexpr):
+    """Packed sequences (VARLEN): this program's block of its sequence, head, the sequence's first row
+    and length, and the first row of its (head, sequence) in Lse / Delta.
+
+    q, k, v are (1, H, N_TOTAL, D) with sequence s at rows CuSeqlens[s] to CuSeqlens[s + 1]. One flat
+    grid axis of cdiv(N, BLOCK) * S * H programs, N at least the longest sequence, the block varying
+    fastest (as in _program_ids); a program whose block starts past its sequence's end has no work."""
+    num_blocks = tl.cdiv(N, BLOCK)
+    pid_sh = tl.program_id(0) // num_blocks
+    seq = pid_sh // H
+    h = (pid_sh % H).to(tl.int64)
+    start = tl.load(CuSeqlens + seq)
+    seqlen = tl.load(CuSeqlens + seq + 1) - start
+    return tl.program_id(0) % num_blocks, h, start, seqlen, h * N_TOTAL + start
+
+
+@triton.jit
 def _load_rows(Base, rows, mask_rows, cols, D, stride_n, stride_d):
     """The (rows, cols) tile of one (N, D) slice; rows outside mask_rows and columns >= D read as 0."""
     return tl.load(Base + rows[:, None] * stride_n + cols[None, :] * stride_d,
@@ -137,6 +154,11 @@ TILES = {
 BIAS_SPILLS = {"fwd": [(128, 128, 8, 3), (128, 64, 8, 3), (32, 32, 4, 2), (32, 64, 8, 2)],
                "dkdv": [(64, 64, 8, 2), (64, 64, 4, 2), (32, 32, 8, 2)],
                "dq": [(128, 64, 8, 3), (64, 64, 4, 3)]}
+# Tiles that spill with packed sequences (VARLEN: the sequence's offsets and length take registers), at
+# ViT-H/14's head dim 80 on sm_80 with Triton 3.9 (python -m kernels.audit): the fp32 forward's
+# 32 x 64 w8 (24 B) and the 16-bit dK/dV's 64 x 64 w8 (24 B; unpacked it sits at 255 registers already).
+# A packed launch keeps the rest of its family, which compiles clean with every audited release.
+VARLEN_SPILLS = {"fwd": [(32, 64, 8, 2)], "dkdv": [(64, 64, 8, 2)], "dq": []}
 # FASTVIT_AUTOTUNE=full, for tuning work (not audited clean: some of these spill).
 _WIDE = dict(mma=[(bm, bn, w, s) for bm, bn in [(b, c) for b in (64, 128) for c in (32, 64, 128)] + [(32, 128)]
                   for w in (4, 8) for s in (2, 3, 4)],
@@ -146,10 +168,12 @@ _WIDE = dict(mma=[(bm, bn, w, s) for bm, bn in [(b, c) for b in (64, 128) for c 
 
 def prune(kernel: str):
     """The autotuner's early prune: the launch's family of tiles; for heads wider than 128 only tiles
-    of at most 64 x 64 (larger ones overflow shared memory); with a bias, not the BIAS_SPILLS ones."""
+    of at most 64 x 64 (larger ones overflow shared memory); with a bias, not the BIAS_SPILLS ones;
+    with packed sequences, not the VARLEN_SPILLS ones."""
     by_dtype = by_precision([_config(*t) for t in TILES[kernel]["mma"] + _WIDE["mma"]],
                             [_config(*t) for t in TILES[kernel]["fp32"] + _WIDE["fp32"]], _FIXED)
     spilling = {config_key(_config(*t)) for t in BIAS_SPILLS[kernel]}
+    spilling_packed = {config_key(_config(*t)) for t in VARLEN_SPILLS[kernel]}
 
     def early_prune(configs, named_args, **kwargs):
         kept = by_dtype(configs, named_args, **kwargs)
@@ -157,19 +181,23 @@ def prune(kernel: str):
             kept = [c for c in kept if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64] or [_FIXED]
         if kwargs["HAS_BIAS"]:
             kept = [c for c in kept if config_key(c) not in spilling] or [_FIXED]
+        if kwargs.get("VARLEN"):
+            kept = [c for c in kept if config_key(c) not in spilling_packed] or [_FIXED]
         return kept
     return early_prune
 
 
 def tuned(fn, kernel: str):
-    """``fn``'s autotuner (``fn`` itself under the interpreter), keyed on the exact N, the head-dim
-    pieces, the precision and whether a bias is read. Every kernel tuned here overwrites all of its
+    """``fn``'s autotuner (``fn`` itself under the interpreter), keyed on the exact N (with packed
+    sequences the longest one's length: a packing of other lengths but the same longest reuses the
+    tuned choice), the head-dim pieces, the precision, whether a bias is read and whether the
+    sequences are packed. Every kernel tuned here overwrites all of its
     outputs, so the tuner's repeated launches need no reset_to_zero / restore_value. The autotuner
     adds the tensors' dtypes to the key by itself."""
     tiles = TILES[kernel]
     return autotune(fn, off=_OFF[kernel], on=[_config(*t) for t in dict.fromkeys(tiles["mma"] + tiles["fp32"])],
                     full=[_config(*t) for t in dict.fromkeys(_WIDE["mma"] + _WIDE["fp32"])],
-                    key=["N", "BLOCK_D", "BLOCK_D2", "IEEE", "HAS_BIAS"], prune=prune(kernel))
+                    key=["N", "BLOCK_D", "BLOCK_D2", "IEEE", "HAS_BIAS", "VARLEN"], prune=prune(kernel))
 
 
 def blocks() -> dict:
