@@ -59,6 +59,13 @@ out["swin"] = [dict(name=l.name, kwargs={k: v for k, v in l.kwargs.items() if k.
                     bias_strides=[a for a, n in zip(l.args, l.fn.arg_names) if n.startswith("stride_z")])
                for l in swin]
 
+# (d) attention over three packed sequences of 5, 40 and 3 tokens, (1, 2, 48, 64) views of the qkv projection
+from kernels.audit.capture import _packed_attention
+packed = record_launches(lambda: _packed_attention(128, 2, (5, 40, 3), torch.float16))
+out["packed"] = [dict(name=l.name, kwargs={k: v for k, v in l.kwargs.items() if k.isupper()},
+                      configs=[c.all_kwargs() if c else None for c in l.configs],
+                      grids=[list(l.grid_for(c)) for c in l.configs]) for l in packed]
+
 # (b) one small compile per architecture: the fp16 forward's 64-row tile
 small = [c for c in fwd.configs if c.kwargs["BLOCK_M"] == 64][0]
 fwd.configs = [small]
@@ -100,11 +107,27 @@ def test_capture_records_the_real_launches(probe):
     assert names == ["_flash_attn_fwd_kernel", "_flash_attn_bwd_preprocess_kernel", "_flash_attn_bwd_dkdv_kernel",
                      "_flash_attn_bwd_dq_kernel"]
     fwd = probe["launches"][0]
-    assert fwd["kwargs"] == {"HAS_BIAS": False, "BLOCK_D": 64, "BLOCK_D2": 0, "IEEE": False}
+    assert fwd["kwargs"] == {"HAS_BIAS": False, "VARLEN": False, "BLOCK_D": 64, "BLOCK_D2": 0, "IEEE": False}
     assert len(fwd["configs"]) >= 2, "the default space keeps several fp16 tiles"
     for config, grid in zip(fwd["configs"], fwd["grids"]):  # one program per query block, batch and head
         assert grid == [-(-197 // config["BLOCK_M"]) * 1 * 2, 1, 1][:len(grid)]
     assert probe["launches"][1]["configs"] == [None], "the preprocess kernel is not autotuned"
+
+
+def test_packed_launches_cover_each_sequence(probe):
+    """Packed sequences: the forward, dK/dV and dQ kernels in their VARLEN mode, one program per block
+    of the longest sequence (40 tokens) for each of the 3 sequences and 2 heads; the preprocess as for
+    any 48 rows."""
+    names = [launch["name"] for launch in probe["packed"]]
+    assert names == ["_flash_attn_fwd_kernel", "_flash_attn_bwd_preprocess_kernel", "_flash_attn_bwd_dkdv_kernel",
+                     "_flash_attn_bwd_dq_kernel"]
+    for launch, block in zip(probe["packed"], ("BLOCK_M", None, "BLOCK_N", "BLOCK_M")):
+        if block is None:
+            assert launch["configs"] == [None] and launch["grids"][0][0] == -(-48 // launch["kwargs"]["BLOCK_M"]) * 2
+            continue
+        assert launch["kwargs"]["VARLEN"] is True and launch["kwargs"]["HAS_BIAS"] is False
+        for config, grid in zip(launch["configs"], launch["grids"]):
+            assert grid[0] == -(-40 // config[block]) * 3 * 2
 
 
 def test_bias_launches_read_the_bias_in_place(probe):
@@ -206,7 +229,8 @@ def test_every_launch_is_inside_its_device_guard(monkeypatch):
         capture._patch_embed(4, 16, 8, torch.float32)
         capture._window_attention(64, 2, 4, 2, True, torch.float32)
         capture._patch_embed(4, 16, 8, torch.float32, T=2)
-    assert len(launches) == 4 + 2 + 2 + 3 + 4 + 3
+        capture._packed_attention(64, 2, (3, 5), torch.float32)
+    assert len(launches) == 4 + 2 + 2 + 3 + 4 + 3 + 4
     assert guards == [[torch.device("cpu")]] * len(launches)
 
 

@@ -14,7 +14,9 @@ with the gradient as the model's backward delivers it, add + LayerNorm and Layer
 runs them (plus the mixed-precision case of fp32 residual stream and parameters), the patch embedding
 with image gradients, forward and backward, in each dtype; Swin's window attention with its additive
 bias (the relative position bias as the model views it, (1, H, N, N), and with the shift mask,
-(B * windows, H, N, N), both trained) and its LayerNorm widths; DeiT's two prefix rows.
+(B * windows, H, N, N), both trained) and its LayerNorm widths; DeiT's two prefix rows; attention
+over packed sequences of mixed-resolution images (PACKED: ViT-B/16, DeiT-B, ViT-H/14, 224-768 px),
+forward and backward.
 """
 from __future__ import annotations
 
@@ -48,6 +50,15 @@ SWIN = [
 ]
 # (name, patch size, embed dim, resolution): DeiT's distilled models, CLS and distillation token.
 DEIT = [("deit_tiny_distilled_patch16", 16, 192, 224), ("deit_base_distilled_patch16", 16, 768, 384)]
+# (name, patch size, embed dim, heads, prefix tokens, images as (height, width) px): mixed-resolution
+# packings as the models' forward_packed makes them, every image's tokens end to end in one sequence
+# (the lengths set T and the longest, whose divisibility by 16 makes separate kernels: ViT-B/16's T
+# is a multiple of 16, DeiT's and ViT-H/14's are not).
+PACKED = [
+    ("vit_base_patch16", 16, 768, 12, 1, ((224, 224), (384, 384), (768, 768), (224, 448))),
+    ("deit_base_distilled_patch16", 16, 768, 12, 2, ((224, 224), (512, 512), (768, 768))),
+    ("vit_huge_patch14", 14, 1280, 16, 1, ((224, 224), (448, 448), (756, 756), (336, 224))),
+]
 BATCH = 2
 
 
@@ -166,6 +177,22 @@ def _window_attention(E: int, H: int, window: int, windows: int, shifted: bool, 
     out.backward(torch.empty(Bw, N, E, dtype=dtype).view(Bw, N, H, D).transpose(1, 2))
 
 
+def _packed_attention(E: int, H: int, lengths: tuple, dtype):
+    """Attention over packed sequences of ``lengths`` tokens: q, k, v views of the (1, T, 3E) qkv
+    projection of the packed tokens, cu_seqlens on the device, the gradient as the model's backward
+    delivers it."""
+    from kernels.flash_attention import flash_attention_varlen
+
+    T, D = sum(lengths), E // H
+    qkv = torch.empty(1, T, 3 * E, dtype=dtype, requires_grad=True)
+    q, k, v = qkv.view(1, T, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (1, H, T, D) views
+    offsets = [0]
+    for n in lengths:
+        offsets.append(offsets[-1] + n)
+    out = flash_attention_varlen(q, k, v, torch.tensor(offsets, dtype=torch.int32), max(lengths))
+    out.backward(torch.empty(1, T, E, dtype=dtype).view(1, T, H, D).transpose(1, 2))
+
+
 def _tensor(*shape, dtype):
     return torch.empty(*shape, dtype=dtype, requires_grad=True)
 
@@ -228,6 +255,12 @@ def model_launches(space: str = "on", dtypes=("fp16", "bf16", "fp32")) -> tuple[
         for dt in dtypes:
             record(lambda: _patch_embed(P, E, res, DTYPES[dt], T=2),
                    dict(dtype=dt, shape=f"{name}_{res}", op="patch_embed", variant=f"P={P} T=2"))
+    for name, P, E, H, prefix, images in PACKED:
+        lengths = tuple(prefix + (h // P) * (w // P) for h, w in images)
+        shape = f"{name}_packed_" + "+".join(f"{h}x{w}" if h != w else str(h) for h, w in images)
+        for dt in dtypes:
+            record(lambda: _packed_attention(E, H, lengths, DTYPES[dt]),
+                   dict(dtype=dt, shape=shape, op="attention", variant=f"D={E // H} packed"))
     for name, E, heads, window, res in SWIN:
         for dt in dtypes:
             dtype, label = DTYPES[dt], dict(dtype=dt, shape=f"{name}_{res}")
