@@ -105,3 +105,33 @@ def test_drift_that_parts_unpaired_medians_cancels_in_the_paired_ratio(monkeypat
     assert np.median(b[30:]) / np.median(a[:30]) > 1.4  # unpaired, apart in time: drift reads as a difference
     r = out.ratio(1, 0)
     assert abs(r.value - 1) < 0.01 and r.low <= 1 <= r.high
+
+
+def test_short_calls_are_repeated_to_the_minimum_block_and_the_collector_is_off(monkeypatch):
+    """A member whose warm-up call is shorter than ``min_block`` is timed over that many back-to-back
+    calls per round (each after its reset), its round time the mean per call; a longer one once; the
+    garbage collector is off during the rounds and on again after."""
+    import gc
+
+    import fastvit.bench.rounds as rounds_module
+    from fastvit.bench.rounds import calls_for
+
+    now, seen, resets = [0.0], {"short": 0, "long": 0}, [0]
+    monkeypatch.setattr(rounds_module, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: now[0])}))
+
+    def call(name, seconds):
+        def fn():
+            assert not gc.isenabled()
+            seen[name] += 1
+            now[0] += seconds
+        return fn
+
+    members = [Member(call("long", 0.5), baseline=0, warmup=1),
+               Member(call("short", 0.001), lambda: resets.__setitem__(0, resets[0] + 1), baseline=0, warmup=1)]
+    out = interleave(members, torch.device("cpu"), min_rounds=3, max_rounds=3, time_budget=1e9, seed=0,
+                     min_block=0.02)
+    assert gc.isenabled()
+    assert out.calls == [1, 20]
+    assert seen == {"long": 1 + 3, "short": 1 + 3 * 20} and resets[0] == 1 + 3 * 20
+    assert out.times[1] == [pytest.approx(0.001)] * 3 and out.times[0] == [pytest.approx(0.5)] * 3
+    assert calls_for(0.001, 0.0) == 1 and calls_for(1e-7, 0.02) == rounds_module.MAX_CALLS

@@ -22,6 +22,7 @@ class DeviceDefaults:
     min_rounds: int
     max_rounds: int
     warmup_rounds: int
+    min_block: float      # seconds a member's measurement in one round lasts at least: shorter calls repeat
     mixed_models: tuple = ()  # ViT / DeiT presets of the mixed-resolution groups (padded, bucketed, packed)
     mixed: MixedImages | None = None  # their images
 
@@ -37,12 +38,12 @@ DEFAULTS = {
                                   "swin_tiny_patch4_window7_224", "pit_ti_224"),
                           resolutions=(224, 448, 672, 896), model_resolutions=(224, 448, 672),
                           model_backends=("sdpa",), compile_at=(224, 448), dtype="fp32", batch=1,
-                          time_budget=30.0, min_rounds=5, max_rounds=400, warmup_rounds=1,
+                          time_budget=30.0, min_rounds=5, max_rounds=400, warmup_rounds=1, min_block=0.02,
                           mixed_models=("vit_tiny_patch16_224",), mixed=MixedImages(8, 224, 512)),
     "cuda": DeviceDefaults(model="vit_base_patch16_224", models=("vit_base_patch16_224",),
                            resolutions=(224, 384, 512, 768, 1024), model_resolutions=(224, 384, 512, 768, 1024),
                            model_backends=None, compile_at=(224, 384), dtype="bf16", batch=8, time_budget=10.0,
-                           min_rounds=10, max_rounds=400, warmup_rounds=3,
+                           min_rounds=10, max_rounds=400, warmup_rounds=3, min_block=0.0,
                            mixed_models=("vit_base_patch16_224", "deit_base_distilled_patch16_224"),
                            mixed=MixedImages(16, 224, 768)),
 }

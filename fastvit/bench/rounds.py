@@ -7,12 +7,20 @@ before each call. The rounds adapt, as ``torch.utils.benchmark``'s ``adaptive_au
 at most ±2% wide (``converged``), or the group's ``time_budget`` is spent (``time budget``), or
 ``max_rounds`` are done (``max rounds``); which one stopped them is recorded.
 
+A member's measurement in a round is the mean of ``calls`` back-to-back calls (each after its untimed
+``reset``): one call, unless ``min_block`` is set and the member's warm-up call was shorter than that;
+its count is then set so that the round's measurement lasts about ``min_block`` (on a CPU, one call of
+a fraction of a millisecond is at the mercy of interrupts and scheduling). Python's garbage collector
+is off during the rounds (as ``timeit`` does), after one collection.
+
 On CUDA every call is bracketed by CUDA events (``kernel`` times, free of the synchronisation and
 Python around the call) besides the host clock. A member whose call raises is dropped from the
 following rounds with its exception kept; the others go on.
 """
 from __future__ import annotations
 
+import gc
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -42,6 +50,7 @@ class Rounds:
     stop: str = ""
     seed: int = 0
     failed: dict = field(default_factory=dict)  # member index -> the exception its call raised
+    calls: list[int] = field(default_factory=list)  # back-to-back calls per measurement, per member
 
     @property
     def rounds(self) -> int:
@@ -63,13 +72,35 @@ def _check_due(rounds: int, min_rounds: int) -> bool:
     return rounds >= min_rounds and (rounds == min_rounds or rounds % max(1, rounds // 8) == 0)
 
 
+MAX_CALLS = 1000  # the most back-to-back calls of one measurement
+
+
+def calls_for(seconds: float, min_block: float) -> int:
+    """Back-to-back calls of ``seconds`` each that make a measurement of at least ``min_block``."""
+    if min_block <= 0 or seconds >= min_block:
+        return 1
+    return min(MAX_CALLS, math.ceil(min_block / max(seconds, 1e-9)))
+
+
 def interleave(members: list[Member], device: torch.device, *, min_rounds: int, max_rounds: int,
                time_budget: float, seed: int, flush: Callable[[], None] | None = None,
-               target: float = TARGET_HALF_WIDTH) -> Rounds:
+               target: float = TARGET_HALF_WIDTH, min_block: float = 0.0) -> Rounds:
     """Time ``members`` in interleaved rounds until converged, out of budget or at ``max_rounds``."""
+    collecting = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        return _interleave(members, device, min_rounds, max_rounds, time_budget, seed, flush, target, min_block)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _interleave(members, device, min_rounds, max_rounds, time_budget, seed, flush, target, min_block) -> Rounds:
     cuda = torch.device(device).type == "cuda"
     n = len(members)
-    out = Rounds(times=[[] for _ in range(n)], kernel=[[] for _ in range(n)] if cuda else [], seed=seed)
+    out = Rounds(times=[[] for _ in range(n)], kernel=[[] for _ in range(n)] if cuda else [], seed=seed,
+                 calls=[1] * n)
     orders = round_orders(n, max_rounds + max((m.warmup for m in members), default=0), seed)
     warmup = max((m.warmup for m in members), default=0)
     spent, r = 0.0, 0
@@ -81,10 +112,12 @@ def interleave(members: list[Member], device: torch.device, *, min_rounds: int, 
             if i in out.failed or (not timed and number >= m.warmup):
                 continue
             try:
-                host, kernel = _call(m, cuda, flush, device)
+                host, kernel = _call(m, cuda, flush, device, out.calls[i])
             except Exception as err:  # recorded by the caller as this member's status
                 out.failed[i] = err
                 continue
+            if not timed and number == m.warmup - 1:  # its last warm-up call sets its count
+                out.calls[i] = calls_for(host, min_block)
             if timed:
                 out.times[i].append(host)
                 if cuda:
@@ -112,7 +145,17 @@ def interleave(members: list[Member], device: torch.device, *, min_rounds: int, 
     return out
 
 
-def _call(m: Member, cuda: bool, flush, device) -> tuple[float, float | None]:
+def _call(m: Member, cuda: bool, flush, device, calls: int = 1) -> tuple[float, float | None]:
+    """Seconds of one call (host clock; CUDA events on CUDA), the mean over ``calls`` calls."""
+    host, kernel = 0.0, 0.0
+    for _ in range(calls):
+        h, k = _one_call(m, cuda, flush, device)
+        host += h
+        kernel = kernel + k if cuda else None
+    return host / calls, (kernel / calls if cuda else None)
+
+
+def _one_call(m: Member, cuda: bool, flush, device) -> tuple[float, float | None]:
     if m.reset is not None:
         m.reset()
     if not cuda:

@@ -127,7 +127,7 @@ class Sweep:
         """The budget of a sweep on ``device``: its defaults, with ``time_budget`` seconds if given."""
         d = defaults_for(device)
         seconds = time_budget if time_budget is not None else d.time_budget
-        return rules.Budget(seconds, d.min_rounds, d.max_rounds, d.warmup_rounds)
+        return rules.Budget(seconds, d.min_rounds, d.max_rounds, d.warmup_rounds, d.min_block)
 
     @staticmethod
     def environment(device, budget: rules.Budget, command: str | None = None) -> dict:
@@ -136,7 +136,9 @@ class Sweep:
         env.update(time_budget_s=budget.time_budget, min_rounds=budget.min_rounds, max_rounds=budget.max_rounds,
                    timing_method=("interleaved rounds per comparison group, order shuffled per round, "
                                   + ("CUDA events after an untimed L2 flush" if torch.device(device).type == "cuda"
-                                     else f"time.perf_counter on {torch.get_num_threads()} torch threads")))
+                                     else f"time.perf_counter on {torch.get_num_threads()} torch threads")
+                                  + (f", calls under {budget.min_block * 1e3:g} ms repeated back to back to that length"
+                                     if budget.min_block > 0 else "")))
         return env
 
     @classmethod
@@ -244,7 +246,7 @@ class Sweep:
             self._flush = L2Flush(self.device)
         rounds = interleave(members, self.device, min_rounds=self.budget.min_rounds,
                             max_rounds=self.budget.max_rounds, time_budget=self.budget.time_budget,
-                            seed=group.seed, flush=self._flush)
+                            seed=group.seed, flush=self._flush, min_block=self.budget.min_block)
         finished = self._rows(group, entries, members, rounds)
         for index, (case, row, _, _) in enumerate(entries):
             if index < len(ready):
@@ -334,7 +336,7 @@ class Sweep:
             row.update(median_s=stats.median, iqr_s=stats.iqr, q1_s=stats.q1, q3_s=stats.q3, mean_s=stats.mean,
                        stddev_s=stats.stddev, min_s=stats.min, max_s=stats.max, rounds=stats.rounds,
                        round_times_s=rounds.times[i], group_rounds=rounds.rounds, group_seed=rounds.seed,
-                       group_stop=rounds.stop, group_members=len(entries))
+                       group_stop=rounds.stop, group_members=len(entries), calls_per_round=rounds.calls[i])
             if rounds.kernel:
                 events = Stats.of(rounds.kernel[i])
                 row.update(kernel_median_s=events.median, kernel_q1_s=events.q1, kernel_q3_s=events.q3,
