@@ -6,9 +6,7 @@ Time policy: ``time_budget`` is the seconds of timed rounds one comparison group
 ±2%, and at ``max_rounds``). A configuration whose single call would take more than ``time_budget /
 min_rounds`` seconds is skipped, judged in this order: its FLOPs at the measured matmul peak (a lower
 bound); the call measured at the next smaller size of the same series, scaled by the ratio of work;
-its own first call. A call shorter than ``min_block`` is timed that many times over in each round
-(back-to-back calls, the count set in its warm-up round), so timer, interrupts and scheduling do not
-swamp one sub-millisecond call.
+its own first call. ``min_block``: see fastvit.bench.rounds.
 """
 from __future__ import annotations
 

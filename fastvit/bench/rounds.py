@@ -147,12 +147,9 @@ def _interleave(members, device, min_rounds, max_rounds, time_budget, seed, flus
 
 def _call(m: Member, cuda: bool, flush, device, calls: int = 1) -> tuple[float, float | None]:
     """Seconds of one call (host clock; CUDA events on CUDA), the mean over ``calls`` calls."""
-    host, kernel = 0.0, 0.0
-    for _ in range(calls):
-        h, k = _one_call(m, cuda, flush, device)
-        host += h
-        kernel = kernel + k if cuda else None
-    return host / calls, (kernel / calls if cuda else None)
+    times = [_one_call(m, cuda, flush, device) for _ in range(calls)]
+    host = sum(h for h, _ in times) / calls
+    return host, (sum(k for _, k in times) / calls if cuda else None)
 
 
 def _one_call(m: Member, cuda: bool, flush, device) -> tuple[float, float | None]:
