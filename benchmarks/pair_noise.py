@@ -7,8 +7,8 @@ the two members of a pair back to back: the noise an A/A twin measures, taken ap
 One model is built once and timed as its own twin (same module, same images). Each repeat times it
 twice back to back (which of the two calls counts as ``a`` is drawn at random), then ``--between``
 once, then the model again: ``adjacent`` is log(a / b) of the back-to-back pair, ``apart`` the log-ratio
-of the last call against ``a``, one ``--between`` call and one twin call later, as members of a
-shuffled comparison group stand apart in a round. For both it prints the standard deviation, the
+of the last call against ``a``, with the ``--between`` call (and, when ``a`` came first, ``b``) between
+them, as members of a shuffled comparison group stand apart in a round. For both it prints the standard deviation, the
 interquartile range and the rounds a group would need for the median of its A/A ratios to lie within
 ±2% of 1 at 95% (the median of n ratios has a standard error of about 1.25 sigma / sqrt(n), sigma
 taken robustly as IQR / 1.349).
