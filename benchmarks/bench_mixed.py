@@ -124,7 +124,7 @@ def mixed_group(settings, model_name: str, impl: str, pass_name: str, dtype_name
     cases = [make_case(settings, model_name, impl, way, pass_name, dtype_name, inputs) for way in fb.WAYS]
     key = {"model": model_name, "backend": impl, "images": settings.mixed.count, "dtype": dtype_name,
            "pass": pass_name}
-    return fb.Group(OP, key, cases, twin=fb.WAYS[0] if settings.twin else None)
+    return fb.Group(OP, key, cases, twin=fb.WAYS[0] if settings.twin else None, time_budget=settings.model_time_budget)
 
 
 def test_mixed(measure_group, settings, mixed_model, mixed_backend, pass_name, dtype_name):

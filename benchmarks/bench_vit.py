@@ -139,7 +139,8 @@ def member_label(model: str, library: str, impl: str | None = None, norm: str | 
 
 
 def model_group(settings, resolution: int, pass_name: str, dtype_name: str) -> fb.Group:
-    """Every whole model of the sweep at one size and pass, with the baseline each is compared against."""
+    """Every whole model of the sweep at one size and pass, with the baseline each is compared against;
+    the peers' builds of the presets in ``settings.peer_models``, the CNNs with ``--peers``."""
     eager = [i for i in settings.impls[OP] if not fb.split_impl(i)[1]]
     default = registry("attention").default if registry("attention").default in eager else eager[0]
     norm0, patch0 = settings.vit_norm[0], settings.vit_patch[0]
@@ -163,7 +164,7 @@ def model_group(settings, resolution: int, pass_name: str, dtype_name: str) -> f
                     case.baseline = (label(model, name, norm, patch) if compiled
                                      else anchor if case.member == own else own)
                     cases.append(case)
-        for library in (LIBRARIES if settings.peers else ()):
+        for library in (LIBRARIES if settings.peers and model in (settings.peer_models or settings.models) else ()):
             case = make_case(settings, model, (library, library), norm0, patch0, resolution, pass_name, dtype_name)
             case.member, case.baseline = member_label(model, library), own
             cases.append(case)
@@ -172,7 +173,7 @@ def model_group(settings, resolution: int, pass_name: str, dtype_name: str) -> f
         case.member, case.baseline = member_label(cnn, "torchvision"), anchor
         cases.append(case)
     key = {"resolution": resolution, "batch": settings.batch, "dtype": dtype_name, "pass": pass_name}
-    return fb.Group(OP, key, cases, twin=anchor if settings.twin else None)
+    return fb.Group(OP, key, cases, twin=anchor if settings.twin else None, time_budget=settings.model_time_budget)
 
 
 def test_models(measure_group, settings, resolution, pass_name, dtype_name):

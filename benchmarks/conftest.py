@@ -79,8 +79,9 @@ def pytest_addoption(parser):
     g.addoption("--results", metavar="PATH", help="JSONL file the rows are appended to as they finish "
                 "(default: .benchmarks/fastvit-<device>.jsonl; a new sweep starts a new file)")
     g.addoption("--time-budget", type=float, metavar="S", help="seconds of interleaved rounds one comparison group "
-                "may take after its minimum of rounds (default per device: "
-                + ", ".join(f"{d}: {v.time_budget:g}" for d, v in fb.DEFAULTS.items())
+                "may take after its minimum of rounds (default per device, op-level / whole-model and mixed groups: "
+                + ", ".join(f"{d}: {v.time_budget:g} / {v.model_time_budget or v.time_budget:g}"
+                            for d, v in fb.DEFAULTS.items())
                 + "); a configuration whose single call would exceed budget / min rounds is recorded as skipped")
     g.addoption("--threads", type=int, help="torch CPU threads (default: the CPUs this process may use)")
     g.addoption("--resume", action="store_true", help="continue the sweep recorded in --results: configurations "
@@ -106,6 +107,9 @@ class Settings:
     vit_patch: list
     results: Path
     time_budget: float | None
+    model_time_budget: float | None = None  # seconds of rounds of a whole-model or mixed group (None: the sweep's)
+    peer_models: list | None = None  # presets given peer builds with --peers (None: every one of ``models``)
+    train_resolutions: list | None = None  # whole-model sizes of the training step (None: model_resolutions)
     twin: bool = True    # an A/A twin of each group's baseline
     compile_all: bool = False  # --compile: +compile members everywhere
     mixed_models: list = field(default_factory=list)  # presets of the mixed-resolution groups (ViT, DeiT)
@@ -159,6 +163,13 @@ def _settings(config) -> Settings:
                                 "e.g. 224,384") from None
     compile_ = config.getoption("compile")
     compile_at = [r for r in compile_at if r in model_resolutions] if not compile_ else []
+    # the default matrix's trims apply only where the sizes and models are the defaults
+    train_resolutions = (list(model_resolutions) if model_given or given or defaults.train_resolutions is None
+                         else [r for r in model_resolutions if r in defaults.train_resolutions])
+    peer_models = (list(models) if config.getoption("model") or defaults.peer_models is None
+                   else [m for m in models if m in defaults.peer_models])
+    budget = config.getoption("time_budget")
+    model_budget = budget if budget is not None else defaults.model_time_budget
     model_impls = _backends(config, "attn_backend", ATTENTION, compile_, default=defaults.model_backends)
     impls = {
         "attention": _backends(config, "attn_backend", ATTENTION, compile_),
@@ -173,7 +184,8 @@ def _settings(config) -> Settings:
                     resolutions=resolutions, model_resolutions=model_resolutions, compile_at=compile_at,
                     batch=config.getoption("batch_size") or defaults.batch, dtypes=dtypes, passes=passes,
                     impls=impls, vit_norm=vit_norm, vit_patch=vit_patch, results=results,
-                    time_budget=config.getoption("time_budget"), twin=not config.getoption("no_aa"),
+                    time_budget=budget, model_time_budget=model_budget, peer_models=peer_models,
+                    train_resolutions=train_resolutions, twin=not config.getoption("no_aa"),
                     compile_all=compile_, mixed=defaults.mixed,
                     mixed_models=[m for m in models if isinstance(preset_config(m), ViTConfig)]
                     if config.getoption("model") else list(defaults.mixed_models))
@@ -222,9 +234,14 @@ def pytest_generate_tests(metafunc):
         return
     s = metafunc.config.stash[_SETTINGS]
     # one test per comparison group; smaller sizes first, so larger ones can be judged against the budget
-    sizes = s.model_resolutions if op == "model" else s.resolutions
+    if op == "model":  # the training step at its own sizes
+        pairs = [(r, p) for r in s.model_resolutions for p in s.passes
+                 if p != "train" or r in (s.train_resolutions or s.model_resolutions)]
+        metafunc.parametrize(("resolution", "pass_name"), pairs, ids=[f"{r}px-{p}" for r, p in pairs])
+        metafunc.parametrize("dtype_name", s.dtypes)
+        return
     if "resolution" in metafunc.fixturenames:
-        metafunc.parametrize("resolution", sizes, ids=[f"{r}px" for r in sizes])
+        metafunc.parametrize("resolution", s.resolutions, ids=[f"{r}px" for r in s.resolutions])
     if "mixed_model" in metafunc.fixturenames:
         metafunc.parametrize("mixed_model", s.mixed_models)
         metafunc.parametrize("mixed_backend", [i for i in s.impls["model"] if not fb.split_impl(i)[1]])
@@ -244,7 +261,9 @@ def sweep(request, settings) -> fb.Sweep:
     results = request.config.stash[_RESULTS]
     budget, env = request.config.stash[_PLAN]
     results.open_for_writing()
-    env = {**env, "models": settings.models, "model": settings.model, "batch": settings.batch, "peers": settings.peers}
+    env = {**env, "models": settings.models, "model": settings.model, "batch": settings.batch, "peers": settings.peers,
+           "peer_models": settings.peer_models, "train_resolutions": settings.train_resolutions,
+           "model_time_budget_s": settings.model_time_budget}
     if results.recorded:
         env["resumed_rows"] = len(results.recorded)
     writer = fb.RowWriter(settings.results, truncate=False)

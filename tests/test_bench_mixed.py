@@ -31,7 +31,8 @@ def _bench_mixed():
 
 
 def _settings(images: fb.MixedImages, **kw):
-    base = dict(device=torch.device("cpu"), vit_norm=["torch"], vit_patch=["conv"], twin=True, mixed=images)
+    base = dict(device=torch.device("cpu"), vit_norm=["torch"], vit_patch=["conv"], twin=True, mixed=images,
+                model_time_budget=None)
     return SimpleNamespace(**(base | kw))
 
 

@@ -131,7 +131,9 @@ def test_every_group_is_timed_together_with_an_aa_twin(sweep):
             assert r["ratio_low"] <= r["ratio"] <= r["ratio_high"], r
             assert r["verdict"] in ("faster", "slower", fb.NO_DIFFERENCE)
             ref = next(m for m in timed if m["member"] == r["baseline"])
-            assert fb.paired_ratio(r["round_times_s"], ref["round_times_s"]).value == pytest.approx(r["ratio"])
+            beside = r["baseline_round_times_s"]  # the baseline's times from r's own pairs
+            assert len(beside) == len(r["round_times_s"])
+            assert fb.paired_ratio(r["round_times_s"], beside).value == pytest.approx(r["ratio"])
 
 
 def test_triton_is_never_timed_on_cpu():
@@ -370,7 +372,7 @@ def _settings(**kw):
 
     base = dict(device=torch.device("cpu"), models=["vit_tiny_patch16_224", "pit_ti_224"], model="vit_tiny_patch16_224",
                 peers=False, impls={"model": ["sdpa"]}, compile_at=[64], vit_norm=["torch"], vit_patch=["conv"],
-                batch=1, twin=True)
+                batch=1, twin=True, model_time_budget=None, peer_models=None)
     return SimpleNamespace(**(base | kw))
 
 

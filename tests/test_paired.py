@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastvit.bench.paired import NO_DIFFERENCE, Ratio, converged, paired_ratio, round_orders, verdict
-from fastvit.bench.rounds import Member, interleave
+from fastvit.bench.paired import NO_DIFFERENCE, Ratio, converged, paired_ratio, verdict
+from fastvit.bench.rounds import Member, interleave, round_units
 
 
 def test_the_ratio_is_the_median_of_per_round_ratios_with_an_interval_around_it():
@@ -40,12 +40,20 @@ def test_rounds_missing_on_either_side_are_dropped_and_lengths_must_match():
         paired_ratio([None], [1.0])
 
 
-def test_convergence_and_round_orders():
+def test_convergence_and_round_units():
     assert converged([Ratio(1.0, 0.99, 1.01, 9)]) and not converged([Ratio(1.0, 0.95, 1.05, 9)])
     assert converged([])
-    orders = round_orders(4, 50, seed=7)
-    assert orders == round_orders(4, 50, seed=7) and all(sorted(o) == [0, 1, 2, 3] for o in orders)
-    assert len({tuple(o) for o in orders}) > 5  # shuffled, not one fixed order
+    baselines = [0, 0, 0, 1, None]  # 0 the group's baseline, 3 against 1, 4 compared with nothing
+    draws = [round_units(baselines, {}, np.random.default_rng(7)) for _ in range(2)]
+    assert draws[0] == draws[1]  # seeded
+    rng = np.random.default_rng(7)
+    units = [round_units(baselines, {}, rng) for _ in range(50)]
+    for u in units:
+        assert sorted(tuple(sorted(x)) for x in u) == [(0, 1), (0, 2), (1, 3), (4,)]
+    assert len({tuple(u) for u in units}) > 5  # shuffled, each pair in either order
+    assert {u[0] for r in units for u in r if len(u) == 2 and 0 in u} == {0, 1, 2}
+    # a failed baseline leaves its members alone, a failed member leaves its baseline alone
+    assert sorted(tuple(sorted(x)) for x in round_units(baselines, {1: None}, rng)) == [(0, 2), (3,), (4,)]
 
 
 def _counting(calls, name, fail_at=None):
@@ -56,18 +64,46 @@ def _counting(calls, name, fail_at=None):
     return fn
 
 
-def test_interleave_runs_every_member_once_per_round_after_untimed_warmups():
+def test_interleave_times_each_member_beside_its_baseline_after_untimed_warmups():
+    """Warm-up rounds run members alone; each timed round runs every comparison as an adjacent pair, so
+    a baseline with two members runs twice a round, its own time the first of the two, and each member
+    keeps the baseline's time from its own pair."""
     calls, resets = [], []
     members = [Member(_counting(calls, "a"), lambda: resets.append(1), baseline=0, warmup=2),
-               Member(_counting(calls, "b"), baseline=0)]
+               Member(_counting(calls, "b"), baseline=0), Member(_counting(calls, "c"), baseline=0)]
     out = interleave(members, torch.device("cpu"), min_rounds=4, max_rounds=4, time_budget=60.0, seed=1)
     assert out.stop == "max rounds" and out.rounds == 4 and out.seed == 1
-    assert calls.count("a") == 2 + 4 and calls.count("b") == 4 and len(resets) == 6
-    assert [len(t) for t in out.times] == [4, 4] and out.kernel == []
-    # each round's order is the seeded shuffle (warm-up rounds hold "a" alone)
+    assert calls[:2] == ["a", "a"]  # warm-up: "a" alone
+    assert calls.count("a") == 2 + 2 * 4 and calls.count("b") == calls.count("c") == 4 and len(resets) == 10
+    assert [len(t) for t in out.times] == [4, 4, 4] and out.kernel == []
+    assert out.beside[0] == [] and [len(t) for t in out.beside[1:]] == [4, 4]
     timed = calls[2:]
-    expected = [["ab"[i] for i in order] for order in round_orders(2, 4 + 2, 1)[2:]]
-    assert [timed[2 * k:2 * k + 2] for k in range(4)] == expected
+    for k in range(4):  # a round: two pairs, each "a" next to its member
+        this = timed[4 * k:4 * k + 4]
+        assert sorted(this[:2]) in (["a", "b"], ["a", "c"]) and sorted(this[2:]) in (["a", "b"], ["a", "c"])
+    assert out.ratio(1, 0) == paired_ratio(out.times[1], out.beside[1])
+
+
+def test_a_ratio_pairs_the_member_with_the_baseline_call_beside_it(monkeypatch):
+    """A machine whose speed jumps from call to call but holds for two calls in a row: each member's
+    ratio to its baseline pairs the two calls of one pair, and reads 1 exactly; the baseline's own time
+    (its first call of the round) paired with a member's reads the jumps."""
+    import fastvit.bench.rounds as rounds_module
+
+    now, calls = [0.0], [0]
+    monkeypatch.setattr(rounds_module, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: now[0])}))
+
+    def work():
+        calls[0] += 1
+        now[0] += 1.0 + ((calls[0] - 1) // 2) % 3  # calls 1-2 take 1 s, 3-4 take 2 s, 5-6 take 3 s, ...
+
+    members = [Member(work, baseline=0), Member(work, baseline=0), Member(work, baseline=0)]
+    out = interleave(members, torch.device("cpu"), min_rounds=30, max_rounds=30, time_budget=1e12, seed=2,
+                     target=-1.0)
+    for i in (1, 2):
+        r = out.ratio(i, 0)
+        assert r.value == r.low == r.high == 1.0 and r.rounds == 30
+        assert not all(x == y for x, y in zip(out.times[i], out.times[0]))
 
 
 def test_interleave_stops_on_budget_or_convergence_and_drops_a_failing_member():

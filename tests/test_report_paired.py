@@ -313,6 +313,29 @@ def test_cuda_event_rounds_are_preferred_and_groups_never_mix():
     assert not c.paired and c.value == pytest.approx(2.0) and c.verdict.startswith("unpaired")
 
 
+def test_a_member_against_its_baseline_pairs_the_baseline_times_beside_it():
+    """The baseline's own round times drift (a call of its own, seconds away); the times measured next to
+    the member in its pairs do not: against its baseline (either way round), the member's ratio pairs
+    those, and any other two members pair their own round times."""
+    from fastvit.report.comparisons import compare
+
+    rng = np.random.default_rng(2)
+    speed = np.exp(rng.normal(0, 0.2, ROUNDS))  # the machine's speed, round by round, pair by pair
+    apart = np.exp(rng.normal(0, 0.2, ROUNDS))
+    base = {"status": "ok", "group": "g", "member": "base", "baseline": "base", "median_s": 1e-3,
+            "round_times_s": list(1e-3 * apart)}
+    a = {"status": "ok", "group": "g", "member": "a", "baseline": "base", "median_s": 1.2e-3,
+         "round_times_s": list(1.2e-3 * speed), "baseline_round_times_s": list(1e-3 * speed)}
+    c = compare(a, base)
+    assert c.paired and c.value == pytest.approx(1.2) and c.low == pytest.approx(1.2) == c.high
+    back = compare(base, a)
+    assert back.value == pytest.approx(1 / 1.2) and back.high == pytest.approx(1 / 1.2)
+    assert compare(base, {**a, "baseline_round_times_s": None}).high > 1 / 1.1  # without them: the drift
+    b = {**a, "member": "b", "round_times_s": list(1.2e-3 * apart), "baseline_round_times_s": list(1e-3 * apart)}
+    c = compare(a, b)  # two members, neither the other's baseline: their own round times, a pair apart
+    assert c.paired and c.high - c.low > 0.05
+
+
 def test_cuda_graph_replay_is_labelled_and_kept_apart(tmp_path):
     from fastvit.report.verdicts import backends_section
 

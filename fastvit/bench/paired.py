@@ -1,8 +1,8 @@
 """Paired comparisons: the ratio of two implementations' times measured in interleaved rounds.
 
-Members of a comparison group run once per round, in an order shuffled per round, so whatever the
-machine does meanwhile (clock changes, another process, a cache filled by something else) lands on
-every member of that round alike. A comparison of member ``a`` against ``b`` is then the median of
+Members of a comparison group run in the same rounds, each beside its baseline (fastvit.bench.rounds),
+so whatever the machine does meanwhile (clock changes, another process, a cache filled by something
+else) lands on both sides of a comparison alike. A comparison of member ``a`` against ``b`` is then the median of
 the per-round ratios ``a_i / b_i`` with a 95% confidence interval from scipy's bootstrap (percentile
 method, a fixed seed: the same rounds give the same interval). An A/A twin (the baseline measured a
 second time under another name, same module and inputs) gives the noise floor of a group: its
@@ -93,8 +93,3 @@ def converged(ratios, target: float = TARGET_HALF_WIDTH) -> bool:
     """Every comparison's interval is at most ``target`` wide on each side (relative)."""
     return all(r.half_width <= target for r in ratios)
 
-
-def round_orders(members: int, rounds: int, seed: int) -> list[list[int]]:
-    """The shuffled member order of each round, reproducible from ``seed``."""
-    rng = np.random.default_rng(seed)
-    return [rng.permutation(members).tolist() for _ in range(rounds)]

@@ -1,17 +1,27 @@
 """Interleaved rounds: the members of a comparison group timed round by round in one process.
 
-Each round runs every member once, in an order shuffled per round (seeded: the orders are reproducible
-from the group's seed); an untimed ``reset`` (and on CUDA an L2 flush and a synchronisation) comes
-before each call. The rounds adapt, as ``torch.utils.benchmark``'s ``adaptive_autorange`` does: after
-``min_rounds`` they go on until every member's paired ratio against its baseline has a 95% interval
-at most ±2% wide (``converged``), or the group's ``time_budget`` is spent (``time budget``), or
-``max_rounds`` are done (``max rounds``); which one stopped them is recorded.
+Each timed round runs every comparison of the group as a pair: the member and its baseline back to
+back, in an order drawn per pair, the pairs shuffled (seeded: the orders are reproducible from the
+group's seed). A member compared with nothing (a baseline of none, or one whose baseline failed) runs
+alone among the pairs. A baseline with several members compared against it so runs once per pair,
+and each member keeps the baseline's time from its own pair (``beside``): on a machine whose speed
+drifts over seconds, two calls back to back see the same speed, where two calls a round apart do not.
+The ratio of a member to its baseline pairs those adjacent times; any other two members of the group
+are paired round by round. Warm-up rounds run every member once, alone, in a shuffled order. An
+untimed ``reset`` (and on CUDA an L2 flush and a synchronisation) comes before each call.
 
-A member's measurement in a round is the mean of ``calls`` back-to-back calls (each after its untimed
-``reset``): one call, unless ``min_block`` is set and the member's warm-up call was shorter than that;
-its count is then set so that the round's measurement lasts about ``min_block`` (on a CPU, one call of
-a fraction of a millisecond is at the mercy of interrupts and scheduling). Python's garbage collector
-is off during the rounds (as ``timeit`` does), after one collection.
+The rounds adapt, as ``torch.utils.benchmark``'s ``adaptive_autorange`` does: after ``min_rounds``
+they go on until every member's paired ratio against its baseline has a 95% interval at most ±2% wide
+(``converged``), or the group's ``time_budget`` is spent (``time budget``), or ``max_rounds`` are
+done (``max rounds``); which one stopped them is recorded.
+
+A member's measurement is the mean of ``calls`` back-to-back calls (each after its untimed ``reset``):
+one call, unless ``min_block`` is set and the member's warm-up call was shorter than that; its count
+is then set so that the measurement lasts about ``min_block`` (on a CPU, one call of a fraction of a
+millisecond is at the mercy of interrupts and scheduling). A member's own time in a round is its
+measurement in its own pair; a baseline's (compared with nothing itself) is its first measurement of
+the round. Python's garbage collector is off during the rounds (as ``timeit`` does), after one
+collection.
 
 On CUDA every call is bracketed by CUDA events (``kernel`` times, free of the synchronisation and
 Python around the call) besides the host clock. A member whose call raises is dropped from the
@@ -25,9 +35,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
-from fastvit.bench.paired import TARGET_HALF_WIDTH, Ratio, converged, paired_ratio, round_orders
+from fastvit.bench.paired import TARGET_HALF_WIDTH, Ratio, converged, paired_ratio
 
 
 @dataclass
@@ -43,10 +54,15 @@ class Member:
 
 @dataclass
 class Rounds:
-    """Per-member, per-round seconds; CUDA-event seconds on CUDA; why the rounds stopped."""
+    """Per-member, per-round seconds; CUDA-event seconds on CUDA; why the rounds stopped. ``beside[i]``
+    holds, round by round, the seconds of member i's baseline in i's own pair (None in a round where
+    the baseline was not measured beside it; empty for a member compared with nothing)."""
 
     times: list[list[float]]
     kernel: list[list[float]] = field(default_factory=list)
+    beside: list[list[float | None]] = field(default_factory=list)
+    beside_kernel: list[list[float | None]] = field(default_factory=list)
+    baselines: list[int | None] = field(default_factory=list)
     stop: str = ""
     seed: int = 0
     failed: dict = field(default_factory=dict)  # member index -> the exception its call raised
@@ -60,11 +76,29 @@ class Rounds:
         """The times ratios use: CUDA events where they exist, else the host clock."""
         return self.kernel[i] if self.kernel else self.times[i]
 
+    def paired_beside(self, i: int) -> list[float | None]:
+        """Member i's baseline's times from i's own pairs, as :meth:`paired` chooses them."""
+        return self.beside_kernel[i] if self.kernel else self.beside[i]
+
     def ratio(self, i: int, j: int) -> Ratio | None:
-        """Member i against member j over the rounds both completed (None if either failed)."""
+        """Member i against member j (None if either failed): against i's baseline, over the pairs of
+        the two; against any other member, round by round."""
         if i in self.failed or j in self.failed:
             return None
+        if i < len(self.baselines) and self.baselines[i] == j != i and self.beside and self.beside[i]:
+            return paired_ratio(self.paired(i), self.paired_beside(i))
         return paired_ratio(self.paired(i), self.paired(j))
+
+
+def round_units(baselines: list[int | None], failed, rng: np.random.Generator) -> list[tuple[int, ...]]:
+    """One timed round's order: each comparison (member i, its baseline) as a pair in a random order of
+    the two, every member in no pair on its own, the units shuffled. Failed members are left out."""
+    pairs = [(i, b) for i, b in enumerate(baselines)
+             if b is not None and b != i and i not in failed and b not in failed]
+    paired = {x for p in pairs for x in p}
+    units = [p if rng.random() < 0.5 else p[::-1] for p in pairs]
+    units += [(i,) for i in range(len(baselines)) if i not in failed and i not in paired]
+    return [units[k] for k in rng.permutation(len(units))]
 
 
 def _check_due(rounds: int, min_rounds: int) -> bool:
@@ -99,31 +133,27 @@ def interleave(members: list[Member], device: torch.device, *, min_rounds: int, 
 def _interleave(members, device, min_rounds, max_rounds, time_budget, seed, flush, target, min_block) -> Rounds:
     cuda = torch.device(device).type == "cuda"
     n = len(members)
+    baselines = [m.baseline for m in members]
     out = Rounds(times=[[] for _ in range(n)], kernel=[[] for _ in range(n)] if cuda else [], seed=seed,
-                 calls=[1] * n)
-    orders = round_orders(n, max_rounds + max((m.warmup for m in members), default=0), seed)
-    warmup = max((m.warmup for m in members), default=0)
-    spent, r = 0.0, 0
-    for number, order in enumerate(orders):
-        timed = number >= warmup
-        start_round = time.perf_counter()
-        for i in order:
+                 calls=[1] * n, beside=[[] for _ in range(n)], beside_kernel=[[] for _ in range(n)] if cuda else [],
+                 baselines=baselines)
+    rng = np.random.default_rng(seed)
+    for number in range(max((m.warmup for m in members), default=0)):  # alone, untimed
+        for i in rng.permutation(n).tolist():
             m = members[i]
-            if i in out.failed or (not timed and number >= m.warmup):
+            if i in out.failed or number >= m.warmup:
                 continue
             try:
-                host, kernel = _call(m, cuda, flush, device, out.calls[i])
+                host, _ = _call(m, cuda, flush, device, out.calls[i])
             except Exception as err:  # recorded by the caller as this member's status
                 out.failed[i] = err
                 continue
-            if not timed and number == m.warmup - 1:  # its last warm-up call sets its count
+            if number == m.warmup - 1:  # its last warm-up call sets its count
                 out.calls[i] = calls_for(host, min_block)
-            if timed:
-                out.times[i].append(host)
-                if cuda:
-                    out.kernel[i].append(kernel)
-        if not timed:
-            continue
+    spent, r = 0.0, 0
+    while True:
+        start_round = time.perf_counter()
+        _timed_round(members, out, round_units(baselines, out.failed, rng), cuda, flush, device)
         spent += time.perf_counter() - start_round
         r += 1
         if len(out.failed) == n:
@@ -135,7 +165,7 @@ def _interleave(members, device, min_rounds, max_rounds, time_budget, seed, flus
             out.stop = "max rounds"
             break
         if _check_due(r, min_rounds):
-            ratios = [out.ratio(i, m.baseline) for i, m in enumerate(members) if m.baseline not in (None, i)]
+            ratios = [out.ratio(i, b) for i, b in enumerate(baselines) if b not in (None, i)]
             if converged([x for x in ratios if x is not None], target):
                 out.stop = "converged"
                 break
@@ -143,6 +173,38 @@ def _interleave(members, device, min_rounds, max_rounds, time_budget, seed, flus
             out.stop = "time budget"
             break
     return out
+
+
+def _timed_round(members, out: Rounds, units, cuda, flush, device) -> None:
+    """One timed round of ``units``: each member's own time, and each member's baseline's beside it."""
+    own, first, beside = {}, {}, {}
+    for unit in units:
+        for k, i in enumerate(unit):
+            if i in out.failed:
+                continue
+            try:
+                t = _call(members[i], cuda, flush, device, out.calls[i])
+            except Exception as err:  # recorded by the caller as this member's status
+                out.failed[i] = err
+                continue
+            first.setdefault(i, t)
+            partner = unit[1 - k] if len(unit) == 2 else None
+            if partner is not None and members[partner].baseline == i:
+                beside[partner] = t  # i as the baseline in its member's pair
+            else:
+                own[i] = t
+    for i, m in enumerate(members):
+        if i in out.failed or i not in first:
+            continue
+        host, kernel = own.get(i, first[i])
+        out.times[i].append(host)
+        if cuda:
+            out.kernel[i].append(kernel)
+        if m.baseline is not None and m.baseline != i:
+            b = beside.get(i)
+            out.beside[i].append(None if b is None else b[0])
+            if cuda:
+                out.beside_kernel[i].append(None if b is None else b[1])
 
 
 def _call(m: Member, cuda: bool, flush, device, calls: int = 1) -> tuple[float, float | None]:

@@ -4,14 +4,15 @@ Everything the report compares at one configuration (the backends of an op at on
 peer and compiled build at one size) is one group, measured in one process. :meth:`Sweep.run_group`
 takes its cases one by one: applies the skip rules (fastvit.bench.budget), builds the case, measures
 its peak memory in a call of its own and probes the call's duration; then it times every runnable
-member together in interleaved rounds (fastvit.bench.rounds: order shuffled per round, adaptive
-until each paired ratio's 95% interval is within ±2%, the group's time budget is spent, or the
-maximum of rounds). The default sweep adds an A/A twin of the group's baseline (the same workload
+member together in interleaved rounds (fastvit.bench.rounds: each member beside its baseline, the
+pairs shuffled per round, adaptive until each paired ratio's 95% interval is within ±2%, the group's
+time budget is spent, or the maximum of rounds). The default sweep adds an A/A twin of the group's baseline (the same workload
 timed under a second name), whose ratio is the run's measured noise floor.
 
 Each row keeps its raw per-round times (``round_times_s``, and on CUDA the CUDA-event times
-``kernel_round_times_s``, each round after an untimed L2 flush), its statistics, and its paired ratio
-against its baseline with the 95% interval and the verdict (fastvit.bench.paired). On CUDA a forward
+``kernel_round_times_s``, each round after an untimed L2 flush), its baseline's times from its own
+pairs (``baseline_round_times_s``, on CUDA also ``kernel_baseline_round_times_s``), its statistics, and
+its paired ratio against its baseline with the 95% interval and the verdict (fastvit.bench.paired). On CUDA a forward
 member whose call is short also gets a CUDA-graph replay time (``graph_median_s``: launch overhead
 removed, no L2 flush). Every outcome is a row with its status, written the moment the group is done
 (skipped members at once); the sweep never raises to signal a skip.
@@ -74,12 +75,14 @@ class Group:
     """Cases timed together in interleaved rounds: everything compared at one configuration.
 
     ``key`` names what the members share (op, model, resolution, batch, dtype, pass); ``twin``, the
-    member whose A/A twin joins the rounds (the same workload under the name ``<label> (A/A)``)."""
+    member whose A/A twin joins the rounds (the same workload under the name ``<label> (A/A)``);
+    ``time_budget``, the seconds its rounds may take (None: the sweep's budget)."""
 
     op: str
     key: dict
     cases: list
     twin: str | None = None
+    time_budget: float | None = None
 
     @property
     def id(self) -> str:
@@ -134,7 +137,8 @@ class Sweep:
         """What the results file records of this sweep before anything is measured."""
         env = environment(torch.device(device), command)
         env.update(time_budget_s=budget.time_budget, min_rounds=budget.min_rounds, max_rounds=budget.max_rounds,
-                   timing_method=("interleaved rounds per comparison group, order shuffled per round, "
+                   timing_method=("interleaved rounds per comparison group, each member beside its baseline, "
+                                  "the pairs shuffled per round, "
                                   + ("CUDA events after an untimed L2 flush" if torch.device(device).type == "cuda"
                                      else f"time.perf_counter on {torch.get_num_threads()} torch threads")
                                   + (f", calls under {budget.min_block * 1e3:g} ms repeated back to back to that length"
@@ -244,10 +248,11 @@ class Sweep:
                           self._warmup(case, call)) for case, row, work, call in entries]
         if self.device.type == "cuda" and self._flush is None:
             self._flush = L2Flush(self.device)
+        seconds = group.time_budget if group.time_budget is not None else self.budget.time_budget
         rounds = interleave(members, self.device, min_rounds=self.budget.min_rounds,
-                            max_rounds=self.budget.max_rounds, time_budget=self.budget.time_budget,
+                            max_rounds=self.budget.max_rounds, time_budget=seconds,
                             seed=group.seed, flush=self._flush, min_block=self.budget.min_block)
-        finished = self._rows(group, entries, members, rounds)
+        finished = self._rows(group, entries, members, rounds, seconds)
         for index, (case, row, _, _) in enumerate(entries):
             if index < len(ready):
                 outcomes[ready[index][0]] = finished[index]
@@ -319,7 +324,8 @@ class Sweep:
         if case.flops or case.bytes:
             self._probes.setdefault(self.series_key(case), []).append((case.flops or case.bytes, seconds))
 
-    def _rows(self, group: Group, entries: list, members: list[Member], rounds: Rounds) -> list[Outcome]:
+    def _rows(self, group: Group, entries: list, members: list[Member], rounds: Rounds,
+              seconds: float) -> list[Outcome]:
         """The rows of a timed group: statistics, raw rounds, paired ratios, verdicts, attention's share."""
         twin = next((i for i, (_, row, _, _) in enumerate(entries) if row.get("twin_of")), None)
         noise = rounds.ratio(twin, members[twin].baseline) if twin is not None else None
@@ -336,12 +342,17 @@ class Sweep:
             row.update(median_s=stats.median, iqr_s=stats.iqr, q1_s=stats.q1, q3_s=stats.q3, mean_s=stats.mean,
                        stddev_s=stats.stddev, min_s=stats.min, max_s=stats.max, rounds=stats.rounds,
                        round_times_s=rounds.times[i], group_rounds=rounds.rounds, group_seed=rounds.seed,
-                       group_stop=rounds.stop, group_members=len(entries), calls_per_round=rounds.calls[i])
+                       group_stop=rounds.stop, group_members=len(entries), calls_per_round=rounds.calls[i],
+                       group_budget_s=seconds)
             if rounds.kernel:
                 events = Stats.of(rounds.kernel[i])
                 row.update(kernel_median_s=events.median, kernel_q1_s=events.q1, kernel_q3_s=events.q3,
                            kernel_round_times_s=rounds.kernel[i])
             base = members[i].baseline
+            if base is not None and base != i and rounds.beside[i]:
+                row["baseline_round_times_s"] = rounds.beside[i]
+                if rounds.kernel:
+                    row["kernel_baseline_round_times_s"] = rounds.beside_kernel[i]
             if base is not None and base != i:
                 ratio = rounds.ratio(i, base)
                 if ratio is not None:

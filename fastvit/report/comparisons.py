@@ -4,7 +4,8 @@ A/A noise floor, as paired ratios with their 95% intervals and the words the int
 
 Members of one group were timed in the same interleaved rounds, so the ratio of two of them is the
 median of their per-round ratios with a bootstrap interval (:mod:`fastvit.bench.paired`, seeded: the
-same rows give the same intervals). Rows of different groups, and every row of an older results file
+same rows give the same intervals); a member against its baseline pairs its times with the baseline's
+measured beside it in its own pairs (``baseline_round_times_s``, where the row has them). Rows of different groups, and every row of an older results file
 (no ``group``), were measured in separate configurations: their ratio is the ratio of their medians,
 reported as unpaired, with no interval and no verdict. Ratios are always time / the other's time:
 below 1 is faster.
@@ -19,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from fastvit.bench.paired import NO_DIFFERENCE, Ratio, paired_ratio, verdict
-from fastvit.report.facts import (BASELINE, CNN, COMPILE_SUFFIX, DEFAULT_BACKENDS, DEFAULT_MODEL_IMPL, GLOBAL_ATTENTION,
-                                  GROUP_ID, GROUP_STOP, MEMBER, MODEL, OWN_LIBRARY, PEER_LIBRARIES, RIVALS,
-                                  ROUND_TIMES, TWIN_OF)
+from fastvit.report.facts import (BASELINE, BASELINE_ROUND_TIMES, CNN, COMPILE_SUFFIX, DEFAULT_BACKENDS,
+                                  DEFAULT_MODEL_IMPL, GLOBAL_ATTENTION, GROUP_ID, GROUP_STOP, MEMBER, MODEL,
+                                  OWN_LIBRARY, PEER_LIBRARIES, RIVALS, ROUND_TIMES, TWIN_OF)
 from fastvit.report.fit import Crossover, architecture_rows, costlier_from
 from fastvit.report.tables import is_twin, num
 
@@ -77,12 +78,26 @@ def _paired(times: tuple, baseline: tuple) -> Ratio:
 
 
 def _rounds(a: dict, b: dict) -> tuple[tuple, tuple] | None:
-    """The per-round times two rows share: CUDA-event times where both have them, else wall-clock."""
-    for col in ROUND_TIMES:
-        x, y = a.get(col), b.get(col)
-        if isinstance(x, list) and isinstance(y, list) and len(x) == len(y) and x:
-            return tuple(x), tuple(y)
+    """The per-round times two rows share: CUDA-event times where both have them, else wall-clock. A
+    member against its baseline (either way round) pairs the member's times with the baseline's beside
+    it in its own pairs, where the row has them."""
+    for own, beside in zip(ROUND_TIMES, BASELINE_ROUND_TIMES):
+        if _of_baseline(a, b) and _lists(a.get(own), a.get(beside)):
+            return tuple(a[own]), tuple(a[beside])
+        if _of_baseline(b, a) and _lists(b.get(own), b.get(beside)):
+            return tuple(b[beside]), tuple(b[own])
+        if _lists(a.get(own), b.get(own)):
+            return tuple(a[own]), tuple(b[own])
     return None
+
+
+def _of_baseline(a: dict, b: dict) -> bool:
+    """Whether ``b`` is ``a``'s baseline (and not ``a`` itself)."""
+    return isinstance(a.get(BASELINE), str) and a[BASELINE] == b.get(MEMBER) != a.get(MEMBER)
+
+
+def _lists(x, y) -> bool:
+    return isinstance(x, list) and isinstance(y, list) and len(x) == len(y) > 0
 
 
 def same_group(a: dict, b: dict) -> bool:

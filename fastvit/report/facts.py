@@ -47,8 +47,14 @@ its group, the member it is compared against, and (only on the A/A twin) the mem
 ROUND_TIMES = ("kernel_round_times_s", "round_times_s")
 """Per-round seconds of a group member, in order of preference: CUDA-event times where both rows of a pair
 have them, else wall-clock times. Round i of every member of a group is the same round."""
-GROUP_INFO = ["group_rounds", "group_seed", "group_members"]
-"""Numeric columns describing a comparison group (its rounds, the seed of their orders, its members)."""
+BASELINE_ROUND_TIMES = ("kernel_baseline_round_times_s", "baseline_round_times_s")
+"""Per-round seconds of a member's baseline measured beside it, in its own pairs (in the order of
+ROUND_TIMES): a member's ratio to its baseline pairs these with its own round times."""
+ROUND_LISTS = ROUND_TIMES + BASELINE_ROUND_TIMES
+"""Every column holding per-round seconds."""
+GROUP_INFO = ["group_rounds", "group_seed", "group_members", "group_budget_s"]
+"""Numeric columns describing a comparison group (its rounds, the seed of their orders, its members, the
+seconds its rounds could take)."""
 GROUP_STOP = "group_stop"
 """Why a group's rounds stopped: "converged", "time budget" or "max rounds"."""
 TEXT_COLUMNS = ["status", SDPA_KERNEL, "family", "library", ATTENTION_IMPL, GROUP_ID, MEMBER, BASELINE, TWIN_OF,

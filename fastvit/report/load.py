@@ -7,7 +7,8 @@ older runs, the pytest-benchmark JSON the sweep wrote then (timed rows in ``benc
 reused by ``--resume`` in ``fastvit_resumed``).
 
 Rows of a comparison group carry their per-round times (``round_times_s``, on CUDA also
-``kernel_round_times_s``): lists, kept as they are in object columns (None where a row has none).
+``kernel_round_times_s``) and their baseline's beside them (``baseline_round_times_s``, on CUDA also
+``kernel_baseline_round_times_s``): lists, kept as they are in object columns (None where a row has none).
 
 Rows of older files are read as the sweep writes them now: whole-model rows under the op's old name
 (LEGACY_OPS) become ``model`` rows, a missing ``library`` is fastvit's own, a whole model without a
@@ -27,7 +28,7 @@ from fastvit.bench.results import read_rows
 from fastvit.errors import FastViTError
 from fastvit.models.presets import PRESETS
 from fastvit.report.facts import (COMPONENTS, EVENT_QUANTILES, KEY, LEGACY_OPS, MODEL, NUMERIC, OWN_LIBRARY,
-                                  PER_STAGE, ROUND_TIMES, STATS, TEXT_COLUMNS, TIMES)
+                                  PER_STAGE, ROUND_LISTS, STATS, TEXT_COLUMNS, TIMES)
 
 
 @dataclass
@@ -81,7 +82,7 @@ def _check_row(row, path: str, where: str) -> None:
             continue
         if value is not None and not _is_number(value):
             raise FastViTError(f"results file {path!r}, {where}: field {col!r} must be a number, got {value!r}")
-    for col in ROUND_TIMES:
+    for col in ROUND_LISTS:
         value = row.get(col)
         if value is not None and not (isinstance(value, list) and all(v is None or _is_number(v) for v in value)):
             raise FastViTError(f"results file {path!r}, {where}: field {col!r} must be a list of seconds, "
@@ -130,10 +131,10 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     where not timed, CUDA-event times in place of wall-clock ones, rates, the ``impl`` label, duplicates
     dropped. A/A twins stay (their backend names them); :func:`fastvit.report.tables.plain` leaves them out."""
     df = pd.DataFrame(rows)
-    for col in KEY + TEXT_COLUMNS + list(ROUND_TIMES):
+    for col in KEY + TEXT_COLUMNS + list(ROUND_LISTS):
         if col not in df:
             df[col] = None
-    for col in ROUND_TIMES:
+    for col in ROUND_LISTS:
         df[col] = pd.Series([v if isinstance(v, list) else None for v in df[col]], index=df.index, dtype=object)
     for col in NUMERIC:
         if col in df and col in PER_STAGE:  # one value per stage: not one number
@@ -146,7 +147,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     df["status"] = df["status"].fillna("ok").astype(object)
     ok = df["status"] == "ok"
     df.loc[~ok, TIMES] = np.nan
-    for col in ROUND_TIMES:
+    for col in ROUND_LISTS:
         df[col] = pd.Series([v if good else None for v, good in zip(df[col], ok)], index=df.index, dtype=object)
     # CUDA rows: the CUDA-event times of the timed rounds are the kernels' own time; pytest-benchmark's
     # wall-clock figures add the synchronisation and Python around every round (kept as wall_*_s).

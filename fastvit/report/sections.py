@@ -47,11 +47,19 @@ def env_rows(env: dict) -> list[list[str]]:
         ["measured matmul peak", ", ".join(f"{d}: {num(v / 1e9)} GFLOP/s" for d, v in peaks.items()) or "–"],
         ["measured copy bandwidth", f"{num(env['copy_bytes_per_s'] / 1e9)} GB/s" if env.get("copy_bytes_per_s")
          else "–"],
-        ["time budget per configuration", f"{env.get('time_budget_s')} s" if env.get("time_budget_s") else "–"],
+        ["time budget per configuration", _budget(env)],
         ["timing", str(env.get("timing_method", "–"))],
         ["peak memory", str(env.get("peak_memory_method", "–"))],
     ]
 
+
+
+def _budget(env: dict) -> str:
+    """The seconds of rounds a comparison group could take: "30 s", or "30 s (whole models, mixed: 90 s)"."""
+    op, model = env.get("time_budget_s"), env.get("model_time_budget_s")
+    if not op:
+        return "–"
+    return f"{op:g} s" + (f" (whole models, mixed: {model:g} s)" if model and model != op else "")
 
 def group_title(key: dict, g: pd.DataFrame, env: dict) -> str:
     """A figure's title: op, pass, and the setting (model, batch, heads and head size, dtype, device)."""

@@ -63,8 +63,11 @@ def settings(df: pd.DataFrame, env: dict) -> list[str]:
     events = "; on CUDA the CUDA-event times of those rounds" if rows["kernel_median_s"].notna().any() else ""
     if paired_rows(df):
         floor = noise_floor(df)
+        order = ("each member beside its baseline, the pairs shuffled per round"
+                 if any(isinstance(v, list) for v in df.get("baseline_round_times_s", ()))
+                 else "order shuffled per round")
         how = ("paired: every comparison group (what is compared at one configuration) timed in interleaved "
-               "rounds in one process, order shuffled per round; a comparison is the median of the per-round "
+               f"rounds in one process, {order}; a comparison is the median of the per-round "
                "ratios with a 95% bootstrap interval" + (f"; noise floor (widest A/A band) {band_text(floor['ratio'])}"
                                                          if floor else "; no A/A twin timed") + events)
     else:

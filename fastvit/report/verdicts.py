@@ -15,7 +15,7 @@ from fastvit.report.sections import Section, group_heading
 from fastvit.report.tables import Notes, Table, num, op_rank, slug, time_unit
 
 RULE = ("A ratio is this time over the other's, the median of the per-round ratios (both timed in the same "
-        "interleaved rounds), with its 95% bootstrap interval. It is *faster* or *slower* only where the whole "
+        "interleaved rounds; against its baseline, the baseline's call beside it), with its 95% bootstrap interval. It is *faster* or *slower* only where the whole "
         "interval lies beyond 1 and beyond the group's A/A noise band; otherwise *no measurable difference*.")
 
 
