@@ -168,6 +168,28 @@ def test_short_calls_are_repeated_to_the_minimum_block_and_the_collector_is_off(
                      min_block=0.02)
     assert gc.isenabled()
     assert out.calls == [1, 20]
-    assert seen == {"long": 1 + 3, "short": 1 + 3 * 20} and resets[0] == 1 + 3 * 20
+    # the short member's count comes from a burst of min_block after its warm-up call
+    assert seen == {"long": 1 + 3, "short": 1 + 20 + 3 * 20} and resets[0] == 1 + 20 + 3 * 20
     assert out.times[1] == [pytest.approx(0.001)] * 3 and out.times[0] == [pytest.approx(0.5)] * 3
     assert calls_for(0.001, 0.0) == 1 and calls_for(1e-7, 0.02) == rounds_module.MAX_CALLS
+
+
+def test_a_slow_warm_up_call_does_not_set_the_count_and_a_twin_takes_its_baselines(monkeypatch):
+    """The first calls run ten times slower (a cold start): the count comes from a burst's median call,
+    not from the one slow warm-up call, and the A/A twin (the same function) gets its baseline's count."""
+    import fastvit.bench.rounds as rounds_module
+
+    now, n = [0.0], [0]
+    monkeypatch.setattr(rounds_module, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: now[0])}))
+
+    def work():
+        n[0] += 1
+        now[0] += 0.01 if n[0] <= 2 else 0.001
+
+    other = lambda: now.__setitem__(0, now[0] + 0.002)  # noqa: E731
+    members = [Member(work, baseline=0, warmup=1), Member(work, baseline=0, warmup=1),
+               Member(other, baseline=0, warmup=1)]
+    out = interleave(members, torch.device("cpu"), min_rounds=3, max_rounds=3, time_budget=1e9, seed=0,
+                     min_block=0.02)
+    assert out.calls[0] == out.calls[1] and out.calls[0] >= 15  # not the 2 of a 10 ms call
+    assert out.calls[2] == 10

@@ -17,8 +17,11 @@ done (``max rounds``); which one stopped them is recorded.
 
 A member's measurement is the mean of ``calls`` back-to-back calls (each after its untimed ``reset``):
 one call, unless ``min_block`` is set and the member's warm-up call was shorter than that; its count
-is then set so that the measurement lasts about ``min_block`` (on a CPU, one call of a fraction of a
-millisecond is at the mercy of interrupts and scheduling). A member's own time in a round is its
+is then set, from the median call of a burst of ``min_block`` seconds, so that the measurement lasts
+about ``min_block`` (on a CPU, one call of a fraction of a millisecond is at the mercy of interrupts
+and scheduling). A member running its baseline's very workload (an A/A twin) takes its baseline's
+count: a shorter block holds a larger share of the cold first call after another member's, so two
+counts would read as a difference. A member's own time in a round is its
 measurement in its own pair; a baseline's (compared with nothing itself) is its first measurement of
 the round. Python's garbage collector is off during the rounds (as ``timeit`` does), after one
 collection.
@@ -116,6 +119,15 @@ def calls_for(seconds: float, min_block: float) -> int:
     return min(MAX_CALLS, math.ceil(min_block / max(seconds, 1e-9)))
 
 
+def _block_calls(m: Member, cuda: bool, flush, device, min_block: float) -> int:
+    """The calls of ``m`` that make a measurement of ``min_block``, from the median call of a burst that
+    long (one slow call, the first after another member's, would otherwise set the count)."""
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < min_block and len(times) < MAX_CALLS:
+        times.append(_one_call(m, cuda, flush, device)[0])
+    return calls_for(float(np.median(times)), min_block)
+
+
 def interleave(members: list[Member], device: torch.device, *, min_rounds: int, max_rounds: int,
                time_budget: float, seed: int, flush: Callable[[], None] | None = None,
                target: float = TARGET_HALF_WIDTH, min_block: float = 0.0) -> Rounds:
@@ -148,8 +160,11 @@ def _interleave(members, device, min_rounds, max_rounds, time_budget, seed, flus
             except Exception as err:  # recorded by the caller as this member's status
                 out.failed[i] = err
                 continue
-            if number == m.warmup - 1:  # its last warm-up call sets its count
-                out.calls[i] = calls_for(host, min_block)
+            if number == m.warmup - 1 and calls_for(host, min_block) > 1:  # its last warm-up round sets its count
+                out.calls[i] = _block_calls(m, cuda, flush, device, min_block)
+    for i, m in enumerate(members):  # an A/A twin (its baseline's very workload) is measured as its baseline is
+        if m.baseline is not None and m.baseline != i and m.fn is members[m.baseline].fn:
+            out.calls[i] = out.calls[m.baseline]
     spent, r = 0.0, 0
     while True:
         start_round = time.perf_counter()
