@@ -41,7 +41,8 @@ def test_rounds_missing_on_either_side_are_dropped_and_lengths_must_match():
 
 
 def test_convergence_and_round_units():
-    assert converged([Ratio(1.0, 0.99, 1.01, 9)]) and not converged([Ratio(1.0, 0.95, 1.05, 9)])
+    assert converged([Ratio(1.0, 0.99, 1.01, 20)]) and not converged([Ratio(1.0, 0.95, 1.05, 20)])
+    assert not converged([Ratio(1.0, 0.99, 1.01, 9)])  # too few rounds for the interval to stop them
     assert converged([])
     baselines = [0, 0, 0, 1, None]  # 0 the group's baseline, 3 against 1, 4 compared with nothing
     draws = [round_units(baselines, {}, np.random.default_rng(7)) for _ in range(2)]

@@ -23,6 +23,10 @@ CONFIDENCE = 0.95
 RESAMPLES = 2000
 SEED = 0
 TARGET_HALF_WIDTH = 0.02  # relative half-width of the interval at which a group's rounds stop
+MIN_INTERVAL_ROUNDS = 20
+"""Rounds below which an interval cannot stop a group's rounds: the percentile bootstrap interval of a
+median from few rounds covers far less than its nominal 95% (from 5 rounds it spans about the 2nd to
+the 4th value, which hold the true median 62% of the time)."""
 NO_DIFFERENCE = "no measurable difference"
 
 
@@ -89,7 +93,8 @@ def verdict(ratio: Ratio, noise: Ratio | None = None) -> str:
     return NO_DIFFERENCE
 
 
-def converged(ratios, target: float = TARGET_HALF_WIDTH) -> bool:
-    """Every comparison's interval is at most ``target`` wide on each side (relative)."""
-    return all(r.half_width <= target for r in ratios)
+def converged(ratios, target: float = TARGET_HALF_WIDTH, min_rounds: int = MIN_INTERVAL_ROUNDS) -> bool:
+    """Every comparison's interval is at most ``target`` wide on each side (relative), each from at
+    least ``min_rounds`` rounds."""
+    return all(r.half_width <= target and r.rounds >= min_rounds for r in ratios)
 

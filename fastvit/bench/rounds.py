@@ -12,7 +12,7 @@ untimed ``reset`` (and on CUDA an L2 flush and a synchronisation) comes before e
 
 The rounds adapt, as ``torch.utils.benchmark``'s ``adaptive_autorange`` does: after ``min_rounds``
 they go on until every member's paired ratio against its baseline has a 95% interval at most ±2% wide
-(``converged``), or the group's ``time_budget`` is spent (``time budget``), or ``max_rounds`` are
+from at least ``MIN_INTERVAL_ROUNDS`` rounds (``converged``), or the group's ``time_budget`` is spent (``time budget``), or ``max_rounds`` are
 done (``max rounds``); which one stopped them is recorded.
 
 A member's measurement is the mean of ``calls`` back-to-back calls (each after its untimed ``reset``):
