@@ -37,15 +37,16 @@ DEFAULTS = {
     # runs beside its baseline, so a round of the whole models costs about twice their calls: 1.3 s at
     # 224 px forward, 12 s at 672 px, 15 s for the training step at 448 px (38 s at 672 px). On a
     # machine whose speed drifts over seconds these groups need 15-25 rounds for an A/A median within
-    # 2% of 1, hence their longer budget. The mixed-resolution groups: ViT-Ti/16 on 8 images of
-    # 224-512 px (16 images of 224-768 px hold 3.9x the tokens).
+    # 2% of 1, hence their longer budget. The mixed-resolution groups: ViT-Ti/16 on 4 images of
+    # 224-384 px (8 images of 224-512 px made a paired round of the training step take 23 s, too long
+    # for 20 rounds; 16 images of 224-768 px hold many times the tokens).
     "cpu": DeviceDefaults(model="vit_tiny_patch16_224",
                           models=("vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224",
                                   "swin_tiny_patch4_window7_224", "pit_ti_224"),
                           resolutions=(224, 448, 672, 896), model_resolutions=(224, 448, 672),
                           model_backends=("sdpa",), compile_at=(224, 448), dtype="fp32", batch=1,
                           time_budget=30.0, min_rounds=5, max_rounds=400, warmup_rounds=1, min_block=0.02,
-                          mixed_models=("vit_tiny_patch16_224",), mixed=MixedImages(8, 224, 512),
+                          mixed_models=("vit_tiny_patch16_224",), mixed=MixedImages(4, 224, 384),
                           model_time_budget=90.0, peer_models=("vit_tiny_patch16_224",),
                           train_resolutions=(224, 448)),
     "cuda": DeviceDefaults(model="vit_base_patch16_224", models=("vit_base_patch16_224",),
