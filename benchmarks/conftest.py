@@ -3,7 +3,7 @@
     pytest benchmarks/ --benchmark-only [--attn-backend=naive,sdpa] [--resolutions=224,384]
         [--model-resolutions=224] [--model=NAME] [--dtype=fp32] [--device=cpu] [--batch-size=1]
         [--pass=fwd,train] [--compile | --compile-at=R,R] [--peers] [--no-aa] [--results=PATH.jsonl]
-        [--time-budget=SECONDS] [--threads=N] [--resume [--force-resume]]
+        [--time-budget=SECONDS] [--max-rounds=R] [--threads=N] [--resume [--force-resume]]
 
 Every ``bench_<op>.py`` here declares ``OP`` and one test per comparison group taking ``resolution``,
 ``pass_name`` and ``dtype_name``; this file parametrizes them from the options (bench_mixed.py's groups
@@ -83,6 +83,9 @@ def pytest_addoption(parser):
                 + ", ".join(f"{d}: {v.time_budget:g} / {v.model_time_budget or v.time_budget:g}"
                             for d, v in fb.DEFAULTS.items())
                 + "); a configuration whose single call would exceed budget / min rounds is recorded as skipped")
+    g.addoption("--max-rounds", type=int, metavar="R", help="the most timed rounds of one comparison group "
+                "(default per device: " + ", ".join(f"{d}: {v.max_rounds}" for d, v in fb.DEFAULTS.items())
+                + "; at least the minimum of rounds): a quick run stops there, recorded as 'max rounds'")
     g.addoption("--threads", type=int, help="torch CPU threads (default: the CPUs this process may use)")
     g.addoption("--resume", action="store_true", help="continue the sweep recorded in --results: configurations "
                 "already there (measured under the same environment) are not measured again")
@@ -203,7 +206,7 @@ def pytest_configure(config):
     s = config.stash[_SETTINGS] = _settings(config)
     argv = getattr(sys, "orig_argv", sys.argv)
     command = shlex.join([Path(argv[0]).name] + argv[1:])
-    budget = fb.Sweep.plan(s.device, s.time_budget)
+    budget = fb.Sweep.plan(s.device, s.time_budget, config.getoption("max_rounds"))
     env = fb.Sweep.environment(s.device, budget, command)
     try:  # refused before anything runs: a file another sweep is writing, or rows of another environment
         results = config.stash[_RESULTS] = ResultsFile(s.results, resume=config.getoption("resume"))

@@ -37,6 +37,7 @@ def sweep(tmp_path_factory):
            "--model", "vit_tiny_patch16_224", "--resolutions", "64,192", "--model-resolutions", "64,128",
            "--batch-size", "1", "--device", "cpu",
            "--time-budget", "1.5", "--threads", "1",  # a call may take 0.3 s: these rows are timed even on a busy machine
+           "--max-rounds", "8",  # intervals stop rounds only from 20 rounds on: 8 rounds are enough to check rows
            # whole models too (on CPU they default to sdpa); a backend that compiles per shape (seconds each
            # on CPU) is left out: test_a_backend_that_compiles_per_shape_compiles_only_in_untimed_calls
            "--attn-backend", ",".join(b.name for b in fastvit.ATTENTION.backends() if not b.compiles),

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the interrupt comes after the first group, while three are still to run
 FLAGS = ["-k", "test_attention", "--attn-backend", "naive,sdpa", "--resolutions", "32,48", "--pass",
          "fwd,train", "--batch-size", "1", "--device", "cpu", "--threads", "1", "--time-budget", "3",
+         "--max-rounds", "8",
          "--model", "vit_tiny_patch16_224"]
 CONFIGS = 12
 

@@ -6,8 +6,8 @@ takes its cases one by one: applies the skip rules (fastvit.bench.budget), build
 its peak memory in a call of its own and probes the call's duration; then it times every runnable
 member together in interleaved rounds (fastvit.bench.rounds: each member beside its baseline, the
 pairs shuffled per round, adaptive until each paired ratio's 95% interval is within ±2%, the group's
-time budget is spent, or the maximum of rounds). The default sweep adds an A/A twin of the group's baseline (the same workload
-timed under a second name), whose ratio is the run's measured noise floor.
+time budget is spent, or the maximum of rounds). The default sweep adds an A/A twin of the group's
+baseline (the same workload timed under a second name), whose ratio is the run's measured noise floor.
 
 Each row keeps its raw per-round times (``round_times_s``, and on CUDA the CUDA-event times
 ``kernel_round_times_s``, each round after an untimed L2 flush), its baseline's times from its own
@@ -126,11 +126,13 @@ class Sweep:
     _flush: L2Flush | None = field(default=None, repr=False)
 
     @staticmethod
-    def plan(device, time_budget: float | None = None) -> rules.Budget:
-        """The budget of a sweep on ``device``: its defaults, with ``time_budget`` seconds if given."""
+    def plan(device, time_budget: float | None = None, max_rounds: int | None = None) -> rules.Budget:
+        """The budget of a sweep on ``device``: its defaults, with ``time_budget`` seconds and at most
+        ``max_rounds`` rounds a group if given."""
         d = defaults_for(device)
         seconds = time_budget if time_budget is not None else d.time_budget
-        return rules.Budget(seconds, d.min_rounds, d.max_rounds, d.warmup_rounds, d.min_block)
+        rounds = max(max_rounds, d.min_rounds) if max_rounds is not None else d.max_rounds
+        return rules.Budget(seconds, d.min_rounds, rounds, d.warmup_rounds, d.min_block)
 
     @staticmethod
     def environment(device, budget: rules.Budget, command: str | None = None) -> dict:
