@@ -241,14 +241,13 @@ def pytest_generate_tests(metafunc):
         pairs = [(r, p) for r in s.model_resolutions for p in s.passes
                  if p != "train" or r in (s.train_resolutions or s.model_resolutions)]
         metafunc.parametrize(("resolution", "pass_name"), pairs, ids=[f"{r}px-{p}" for r, p in pairs])
-        metafunc.parametrize("dtype_name", s.dtypes)
-        return
-    if "resolution" in metafunc.fixturenames:
-        metafunc.parametrize("resolution", s.resolutions, ids=[f"{r}px" for r in s.resolutions])
-    if "mixed_model" in metafunc.fixturenames:
-        metafunc.parametrize("mixed_model", s.mixed_models)
-        metafunc.parametrize("mixed_backend", [i for i in s.impls["model"] if not fb.split_impl(i)[1]])
-    metafunc.parametrize("pass_name", s.passes)
+    else:
+        if "resolution" in metafunc.fixturenames:
+            metafunc.parametrize("resolution", s.resolutions, ids=[f"{r}px" for r in s.resolutions])
+        if "mixed_model" in metafunc.fixturenames:
+            metafunc.parametrize("mixed_model", s.mixed_models)
+            metafunc.parametrize("mixed_backend", [i for i in s.impls["model"] if not fb.split_impl(i)[1]])
+        metafunc.parametrize("pass_name", s.passes)
     metafunc.parametrize("dtype_name", s.dtypes)
 
 

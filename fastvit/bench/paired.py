@@ -2,7 +2,8 @@
 
 Members of a comparison group run in the same rounds, each beside its baseline (fastvit.bench.rounds),
 so whatever the machine does meanwhile (clock changes, another process, a cache filled by something
-else) lands on both sides of a comparison alike. A comparison of member ``a`` against ``b`` is then the median of
+else) lands on both sides of a comparison alike. A comparison of member ``a`` against ``b`` is then the
+median of
 the per-round ratios ``a_i / b_i`` with a 95% confidence interval from scipy's bootstrap (percentile
 method, a fixed seed: the same rounds give the same interval). An A/A twin (the baseline measured a
 second time under another name, same module and inputs) gives the noise floor of a group: its

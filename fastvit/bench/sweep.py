@@ -11,10 +11,10 @@ baseline (the same workload timed under a second name), whose ratio is the run's
 
 Each row keeps its raw per-round times (``round_times_s``, and on CUDA the CUDA-event times
 ``kernel_round_times_s``, each round after an untimed L2 flush), its baseline's times from its own
-pairs (``baseline_round_times_s``, on CUDA also ``kernel_baseline_round_times_s``), its statistics, and
-its paired ratio against its baseline with the 95% interval and the verdict (fastvit.bench.paired). On CUDA a forward
-member whose call is short also gets a CUDA-graph replay time (``graph_median_s``: launch overhead
-removed, no L2 flush). Every outcome is a row with its status, written the moment the group is done
+pairs (``baseline_round_times_s``, on CUDA also ``kernel_baseline_round_times_s``), its statistics,
+and its paired ratio against its baseline with the 95% interval and the verdict (fastvit.bench.paired).
+On CUDA a forward member whose call is short also gets a CUDA-graph replay time (``graph_median_s``:
+launch overhead removed, no L2 flush). Every outcome is a row with its status, written the moment the group is done
 (skipped members at once); the sweep never raises to signal a skip.
 """
 from __future__ import annotations
@@ -351,11 +351,11 @@ class Sweep:
                 row.update(kernel_median_s=events.median, kernel_q1_s=events.q1, kernel_q3_s=events.q3,
                            kernel_round_times_s=rounds.kernel[i])
             base = members[i].baseline
-            if base is not None and base != i and rounds.beside[i]:
-                row["baseline_round_times_s"] = rounds.beside[i]
-                if rounds.kernel:
-                    row["kernel_baseline_round_times_s"] = rounds.beside_kernel[i]
             if base is not None and base != i:
+                if rounds.beside[i]:
+                    row["baseline_round_times_s"] = rounds.beside[i]
+                    if rounds.kernel:
+                        row["kernel_baseline_round_times_s"] = rounds.beside_kernel[i]
                 ratio = rounds.ratio(i, base)
                 if ratio is not None:
                     row.update(ratio.as_fields(), verdict=verdict(ratio, None if i == twin else noise))

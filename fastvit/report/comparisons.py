@@ -5,8 +5,8 @@ A/A noise floor, as paired ratios with their 95% intervals and the words the int
 Members of one group were timed in the same interleaved rounds, so the ratio of two of them is the
 median of their per-round ratios with a bootstrap interval (:mod:`fastvit.bench.paired`, seeded: the
 same rows give the same intervals); a member against its baseline pairs its times with the baseline's
-measured beside it in its own pairs (``baseline_round_times_s``, where the row has them). Rows of different groups, and every row of an older results file
-(no ``group``), were measured in separate configurations: their ratio is the ratio of their medians,
+measured beside it in its own pairs (``baseline_round_times_s``, where the row has them). Rows of
+different groups, and every row of an older results file (no ``group``), were measured in separate configurations: their ratio is the ratio of their medians,
 reported as unpaired, with no interval and no verdict. Ratios are always time / the other's time:
 below 1 is faster.
 """

@@ -16,8 +16,8 @@ from fastvit.bench.paired import NO_DIFFERENCE
 from fastvit.report.architectures import model_work
 from fastvit.report.comparisons import (FASTER, UNPAIRED, Comparison, against_baseline, architecture_pairs, band_text,
                                         architecture_ratios, fastest, noise, noise_floor, noise_rows, paired_rows)
-from fastvit.report.facts import (ATTENTION_REFERENCES, DEFAULT_MODEL_IMPL, FAMILY_TITLES, MIXED, MODEL, OP_ORDER,
-                                  OP_SHORT, OWN_LIBRARY, PASS_SHORT, PASSES, TORCH_ENV)
+from fastvit.report.facts import (ATTENTION_REFERENCES, BASELINE_ROUND_TIMES, DEFAULT_MODEL_IMPL, FAMILY_TITLES,
+                                  MIXED, MODEL, OP_ORDER, OP_SHORT, OWN_LIBRARY, PASS_SHORT, PASSES, TORCH_ENV)
 from fastvit.report.fit import attention_share, crossings, exponents
 from fastvit.report.packing import images_text, packing_bullet
 from fastvit.report.plots import Figure, Panel, Series, plot_ratios
@@ -64,7 +64,7 @@ def settings(df: pd.DataFrame, env: dict) -> list[str]:
     if paired_rows(df):
         floor = noise_floor(df)
         order = ("each member beside its baseline, the pairs shuffled per round"
-                 if any(isinstance(v, list) for v in df.get("baseline_round_times_s", ()))
+                 if any(isinstance(v, list) for v in df.get(BASELINE_ROUND_TIMES[-1], ()))
                  else "order shuffled per round")
         how = ("paired: every comparison group (what is compared at one configuration) timed in interleaved "
                f"rounds in one process, {order}; a comparison is the median of the per-round "
